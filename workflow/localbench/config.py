@@ -1,0 +1,119 @@
+"""The configuration: schema check with one-line messages, and per-model settings.
+
+Snakemake's own ``validate`` fills the schema's defaults; :func:`check_config` runs first
+so that a wrong key, type or value stops the run with one line that names the key and
+what is allowed, instead of a schema dump.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+# Defaults for every benchmark key, so a model's settings are complete even when
+# config.yaml names none of them. The schema describes the keys; these are the values.
+BENCHMARK_DEFAULTS: dict[str, Any] = {
+    "warmup_runs": 1,
+    "repetitions": 3,
+    "prompt_tokens": 128,
+    "new_tokens": 32,
+    "image_size": [640, 480],
+    "audio_seconds": 10.0,
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line."""
+
+
+def load_schema() -> dict:
+    """The JSON schema of config.yaml."""
+    with open(SCHEMA_PATH, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _key_path(path: Any) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _resolve(schema: dict, subschema: dict) -> dict:
+    ref = subschema.get("$ref")
+    if ref and ref.startswith("#/$defs/"):
+        return schema["$defs"][ref.removeprefix("#/$defs/")]
+    return subschema
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
+    where = _key_path(error.absolute_path)
+    validator = error.validator
+    if validator == "additionalProperties":
+        allowed = sorted(_resolve(schema, error.schema).get("properties", {}))
+        extra = (
+            sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        )
+        keys = ", ".join(repr(k) for k in extra)
+        return f"unknown key {keys} in {where}; allowed keys: {', '.join(allowed)}"
+    if validator == "enum":
+        allowed = ", ".join(str(v) for v in error.validator_value)
+        return f"{where}: {error.instance!r} is not allowed; allowed values: {allowed}"
+    if validator == "type":
+        return f"{where}: expected {error.validator_value}, got {error.instance!r}"
+    if validator == "required":
+        return f"{where}: {error.message}"
+    if validator == "pattern":
+        return f"{where}: {error.instance!r} does not match the pattern {error.validator_value}"
+    if validator == "propertyNames":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def check_config(config: dict, schema: dict | None = None) -> None:
+    """Raise :class:`ConfigError` with one line naming the first bad key, if any."""
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError(f"invalid config: {_describe(error, schema)}")
+
+
+def model_settings(config: dict, name: str) -> dict:
+    """Everything that decides one model's results, complete and with defaults applied.
+
+    This is the canonical record of a model's settings: it goes into the result file
+    and decides when that model must be measured again.
+    """
+    model = config["models"][name]
+    benchmark = copy.deepcopy(BENCHMARK_DEFAULTS)
+    benchmark.update(config.get("benchmark_defaults") or {})
+    benchmark.update(model.get("benchmark") or {})
+    return {
+        "name": name,
+        "task": model["task"],
+        "repo": model["repo"],
+        "revision": model.get("revision", "main"),
+        "dtype": model.get("dtype", "auto"),
+        "allow_pickle": bool(model.get("allow_pickle", False)),
+        "benchmark": benchmark,
+        "device": config.get("device", "auto"),
+        "weights": config.get("weights", "auto"),
+        "size": config.get("size", "full"),
+        "memory_headroom_gb": float(config.get("memory_headroom_gb", 0.5)),
+    }
+
+
+def enabled_models(config: dict) -> list[str]:
+    """Names of the models to run, in config order."""
+    return [name for name, model in config["models"].items() if model.get("enabled", True)]
+
+
+def canonical_json(value: Any) -> str:
+    """Key-order-independent JSON, for comparing and hashing settings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

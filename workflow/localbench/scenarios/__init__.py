@@ -1,0 +1,13 @@
+"""What is measured for each task. Each scenario takes a loaded model and the benchmark
+settings and returns its metrics; none of them loads models or writes files."""
+
+from __future__ import annotations
+
+from localbench.scenarios import image_to_text, speech_recognition, text_generation
+
+SCENARIOS = {
+    "text-generation": text_generation.measure,
+    "image-captioning": image_to_text.measure,
+    "visual-question-answering": image_to_text.measure,
+    "speech-recognition": speech_recognition.measure,
+}
