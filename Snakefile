@@ -1,0 +1,26 @@
+# localbench: how fast do local AI models really run on this machine?
+#
+#   snakemake --cores 1 report      fetch, warm up, benchmark, aggregate, summarise
+#
+# Rules are thin: the work is done by the `localbench` package in workflow/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/hardware.smk"
+include: "rules/models.smk"
+include: "rules/benchmark.smk"
+include: "rules/summary.smk"
+
+
+rule report:
+    input:
+        summary=f"{RESULTS}/SUMMARY.md",
+        chart=f"{RESULTS}/chart.svg",
+        table=f"{RESULTS}/benchmarks.csv",
+    default_target: True

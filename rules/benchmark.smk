@@ -1,0 +1,16 @@
+# One benchmark job per model, one JSON result each.
+
+
+rule benchmark_model:
+    input:
+        manifest=f"{MODELS_ROOT}/{{model}}/manifest.json",
+        hardware=f"{RESULTS}/hardware.json",
+        warmup=f"{RESULTS}/warmup.json",
+    output:
+        f"{RESULTS}/benchmarks/{{model}}.json",
+    params:
+        settings=settings_of,
+    log:
+        f"{RESULTS}/logs/benchmark_model/{{model}}.log",
+    script:
+        "../workflow/scripts/benchmark_model.py"

@@ -1,0 +1,12 @@
+# Model acquisition: hub download or synthetic build, described by a manifest.
+
+
+rule fetch_model:
+    output:
+        f"{MODELS_ROOT}/{{model}}/manifest.json",
+    params:
+        settings=fetch_settings_of,
+    log:
+        f"{RESULTS}/logs/fetch_model/{{model}}.log",
+    script:
+        "../workflow/scripts/fetch_model.py"

@@ -1,0 +1,27 @@
+# Aggregation with pandas and the Markdown summary rendered through Jinja2.
+
+
+rule aggregate_results:
+    input:
+        results=expand(f"{RESULTS}/benchmarks/{{model}}.json", model=MODELS),
+    output:
+        f"{RESULTS}/benchmarks.csv",
+    log:
+        f"{RESULTS}/logs/aggregate_results.log",
+    script:
+        "../workflow/scripts/aggregate_results.py"
+
+
+rule render_summary:
+    input:
+        table=f"{RESULTS}/benchmarks.csv",
+        results=expand(f"{RESULTS}/benchmarks/{{model}}.json", model=MODELS),
+        hardware=f"{RESULTS}/hardware.json",
+        warmup=f"{RESULTS}/warmup.json",
+    output:
+        summary=f"{RESULTS}/SUMMARY.md",
+        chart=f"{RESULTS}/chart.svg",
+    log:
+        f"{RESULTS}/logs/render_summary.log",
+    script:
+        "../workflow/scripts/render_summary.py"

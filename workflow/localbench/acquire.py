@@ -1,0 +1,140 @@
+"""Model acquisition: put a checkpoint in ``models/<name>/`` and describe it in a manifest.
+
+The source is decided here: the Hugging Face Hub (real weights) or a synthetic build of
+the real architecture with random weights. Either way the folder ends up holding a
+``save_pretrained`` checkpoint that the benchmark loads through the same code. A model
+that cannot or need not be fetched (does not fit, gated, not supported yet) gets a
+manifest saying so, and the workflow goes on with the other models.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from localbench import checkpoint, memory, results
+from localbench.device import available_memory_bytes, resolve_device, resolve_dtype
+
+UNSUPPORTED_TASKS = {
+    "multimodal": (
+        "not supported yet: transformers has no DeepSeek-VL2 model; the project's own "
+        "implementation is tracked in its own issue"
+    ),
+}
+
+
+def _preflight(settings: dict, parameters: int) -> memory.MemoryEstimate:
+    device = resolve_device(settings["device"])
+    dtype, _why = resolve_dtype(settings["dtype"], device)
+    available, source = available_memory_bytes(device)
+    return memory.estimate(parameters, dtype, settings["memory_headroom_gb"], available, source)
+
+
+def _choose_source(settings: dict) -> tuple[str, str]:
+    """``hub`` or ``synthetic``, and why."""
+    if settings["size"] == "tiny":
+        return "synthetic", "size: tiny builds scaled-down architectures"
+    if settings["weights"] == "synthetic":
+        return "synthetic", "weights: synthetic in config"
+    if settings["weights"] == "hub":
+        return "hub", "weights: hub in config"
+    from localbench.hub import hub_reachable
+
+    reachable, why = hub_reachable()
+    if reachable:
+        return "hub", "weights: auto, and the Hugging Face Hub answered"
+    return "synthetic", f"weights: auto, and the Hugging Face Hub cannot be reached ({why})"
+
+
+def _replace_folder(build, dest: Path) -> dict:
+    """Build into a sibling temporary folder, then swap it in, so dest is never half-built."""
+    partial = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        info = build(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(dest, ignore_errors=True)
+    partial.rename(dest)
+    return info
+
+
+def acquire(settings: dict, dest: Path) -> dict:
+    """Fetch or build the checkpoint of one model into ``dest``; return its manifest."""
+    from localbench.architectures import UnknownArchitecture, count_parameters
+
+    manifest = {
+        "model": settings["name"],
+        "repo": settings["repo"],
+        "revision": settings["revision"],
+        "task": settings["task"],
+        "size": settings["size"],
+        "weights_requested": settings["weights"],
+        "created_at": results.now_utc(),
+    }
+    try:
+        manifest["parameters"] = count_parameters(settings["repo"], settings["size"])
+    except UnknownArchitecture:
+        manifest["parameters"] = None
+
+    if settings["task"] in UNSUPPORTED_TASKS:
+        reason = UNSUPPORTED_TASKS[settings["task"]]
+        if manifest["parameters"]:
+            reason += f"; it would need {_preflight(settings, manifest['parameters']).reason()}"
+        return {**manifest, "status": results.UNSUPPORTED, "reason": reason, "source": None}
+
+    if manifest["parameters"]:
+        estimate = _preflight(settings, manifest["parameters"])
+        manifest["memory_estimate"] = estimate.to_dict()
+        if not estimate.fits:
+            return {
+                **manifest,
+                "status": results.SKIPPED,
+                "reason": estimate.reason(),
+                "source": None,
+            }
+
+    source, why = _choose_source(settings)
+    manifest["source"] = source
+    manifest["source_reason"] = why
+    manifest["synthetic"] = source == "synthetic"
+
+    if source == "synthetic":
+        if manifest["parameters"] is None:
+            return {
+                **manifest,
+                "status": results.FAILED,
+                "reason": (
+                    f"no architecture is shipped for {settings['repo']}, so no synthetic copy "
+                    "can be built; use weights: hub for this model"
+                ),
+            }
+        from localbench.synthetic import build_synthetic_checkpoint
+
+        info = _replace_folder(
+            lambda folder: build_synthetic_checkpoint(settings["repo"], settings["size"], folder),
+            dest,
+        )
+        manifest.update(info)
+    else:
+        from localbench.hub import AcquisitionError, download_checkpoint
+
+        try:
+            info = download_checkpoint(
+                settings["repo"],
+                settings["revision"],
+                dest,
+                allow_pickle=settings["allow_pickle"],
+            )
+        except AcquisitionError as error:
+            return {**manifest, "status": error.status, "reason": error.reason}
+        manifest.update(info)
+
+    # The hub's own file list (with its hashes) wins over our local listing.
+    for key, value in checkpoint.summarize(dest).items():
+        manifest.setdefault(key, value)
+    if manifest["parameters"] is None:
+        manifest["parameters"] = manifest["stored_parameters"]
+    return {**manifest, "status": "ready", "reason": None}

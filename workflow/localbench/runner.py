@@ -1,0 +1,117 @@
+"""One model's benchmark, end to end: manifest -> preflight -> load -> measure -> result.
+
+Whatever happens, a result is returned: measured, or skipped / failed / pending access /
+not supported with the reason. One model's failure never costs the others their results.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from localbench import memory, results
+from localbench.device import (
+    DTYPES,
+    RssSampler,
+    available_memory_bytes,
+    device_memory_bytes,
+    process_peak_rss_bytes,
+    release_memory,
+    reset_peak_memory,
+    resolve_device,
+    resolve_dtype,
+    synchronize,
+)
+from localbench.scenarios import SCENARIOS
+
+METHOD = {
+    "timer": "time.perf_counter, read only after synchronising the device (CUDA, MPS)",
+    "warmup": "warm-up runs of the full request first, not counted",
+    "statistics": "median, p90, mean, sample stdev and coefficient of variation over runs",
+    "generation": "greedy, exactly new_tokens tokens per run (end of sequence suppressed)",
+    "per_token_times": "a stopping criterion synchronises and stamps each new token",
+    "ttft": "request start to first generated token (preprocessing, prefill, first step)",
+    "decode_rate": "(tokens - 1) / (last token time - first token time): first token excluded",
+    "memory": (
+        "CUDA: peak allocated by torch's allocator during the measured runs; MPS: driver "
+        "allocated after the runs; every device: peak process RSS sampled every 5 ms during "
+        "the measured runs, and over the whole process life"
+    ),
+    "load": "from_pretrained of the safetensors checkpoint, moved to the device, synchronised",
+}
+
+
+def _headline_memory(device: torch.device, counters: dict, rss_runs: int) -> int:
+    if device.type == "cuda":
+        return counters["device_peak_allocated_bytes"]
+    if device.type == "mps":
+        return counters["device_driver_allocated_bytes"]
+    return rss_runs
+
+
+def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: dict) -> dict:
+    """Benchmark one model as ``settings`` say; never raises for model-level problems."""
+    if manifest.get("status") != "ready":
+        result = results.new_result(settings, manifest["status"], manifest.get("reason"))
+        result["manifest"] = manifest
+        result["environment"] = environment
+        return result
+
+    device = resolve_device(settings["device"])
+    dtype_name, dtype_reason = resolve_dtype(settings["dtype"], device)
+    available, source = available_memory_bytes(device)
+    estimate = memory.estimate(
+        manifest["parameters"], dtype_name, settings["memory_headroom_gb"], available, source
+    )
+    base = {
+        "manifest": manifest,
+        "environment": environment,
+        "synthetic": bool(manifest.get("synthetic")),
+        "device": str(device),
+        "dtype": dtype_name,
+        "dtype_reason": dtype_reason,
+        "parameters": manifest["parameters"],
+        "size_on_disk_bytes": manifest.get("weights_bytes"),
+        "memory_estimate": estimate.to_dict(),
+        "method": METHOD,
+    }
+    if not estimate.fits:
+        return {**results.new_result(settings, results.SKIPPED, estimate.reason()), **base}
+
+    from localbench.loading import load_model
+
+    model = None
+    try:
+        torch.manual_seed(0)
+        synchronize(device)
+        start = time.perf_counter()
+        model = load_model(model_dir, settings["task"], DTYPES[dtype_name], device)
+        synchronize(device)
+        load_s = time.perf_counter() - start
+
+        reset_peak_memory(device)
+        with RssSampler() as rss:
+            with torch.inference_mode():
+                measured = SCENARIOS[settings["task"]](model, settings["benchmark"])
+        counters = device_memory_bytes(device)
+        memory_record = {
+            **counters,
+            "process_peak_rss_during_runs_bytes": rss.peak_bytes,
+            "process_peak_rss_lifetime_bytes": process_peak_rss_bytes(),
+        }
+        memory_record["peak_bytes"] = _headline_memory(device, counters, rss.peak_bytes)
+        result = {**results.new_result(settings, results.MEASURED), **base}
+        result["metrics"] = {"load_s": load_s, **measured.pop("metrics")}
+        result["memory"] = memory_record
+        result.update(measured)
+        return result
+    except Exception as error:  # noqa: BLE001 - any model-level failure becomes a row
+        reason = results.one_line(error)
+        if isinstance(error, torch.OutOfMemoryError):
+            reason = f"out of memory: {reason}"
+        return {**results.new_result(settings, results.FAILED, reason), **base}
+    finally:
+        del model
+        release_memory(device)

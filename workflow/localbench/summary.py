@@ -1,0 +1,264 @@
+"""The Markdown summary: the seed report's sections, every figure from this run's results.
+
+This module turns result records into plain rows and sentences; the layout lives in the
+Jinja2 template ``workflow/templates/summary.md.j2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from localbench.results import MEASURED, STATUS_LABELS, now_utc
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+GB = 1e9
+CATEGORIES = {
+    "text-generation": "Text Generation Models",
+    "image-captioning": "Vision-Language Models",
+    "visual-question-answering": "Vision-Language Models",
+    "multimodal": "Vision-Language Models",
+    "speech-recognition": "Speech Recognition",
+}
+TASK_LABELS = {
+    "text-generation": "Text generation",
+    "image-captioning": "Image captioning",
+    "visual-question-answering": "Visual QA",
+    "multimodal": "Multimodal",
+    "speech-recognition": "Speech recognition",
+}
+# A memory tier can hold a model when its peak memory leaves a quarter of the tier for
+# the operating system and the user's applications.
+TIERS_GB = (16, 24, 32)
+TIER_SHARE = 0.75
+
+
+def md(text: object) -> str:
+    """Escape text for a Markdown table cell or line: no table breaks, no markup, one line."""
+    value = "" if text is None else str(text)
+    value = " ".join(value.split())
+    for char in "\\`*_[]<>|#":
+        value = value.replace(char, "\\" + char)
+    return value
+
+
+def _median(result: dict, metric: str) -> float | None:
+    value = (result.get("metrics") or {}).get(metric)
+    return value["median"] if isinstance(value, dict) else None
+
+
+def _metric(result: dict, metric: str) -> dict | None:
+    value = (result.get("metrics") or {}).get(metric)
+    return value if isinstance(value, dict) else None
+
+
+def _params(count: int | None) -> str:
+    if not count:
+        return "n/a"
+    if count >= 1e9:
+        return f"{count / 1e9:.2f}B"
+    return f"{count / 1e6:.0f}M" if count >= 1e6 else f"{count / 1e3:.0f}K"
+
+
+def _bytes(count: int | None) -> str:
+    if not count:
+        return "n/a"
+    if count >= GB:
+        return f"{count / GB:.2f} GB"
+    return f"{count / 1e6:.0f} MB" if count >= 1e6 else f"{count / 1e3:.0f} KB"
+
+
+def _spread(measurement: dict | None, digits: int = 1, unit: str = "") -> str:
+    """``median (p90 x, cv y%)`` so every figure carries its spread."""
+    if measurement is None:
+        return "n/a"
+    return (
+        f"{measurement['median']:.{digits}f}{unit} "
+        f"(p90 {measurement['p90']:.{digits}f}, cv {100 * measurement['cv']:.1f}%)"
+    )
+
+
+def weights_label(result: dict) -> str:
+    """Where the weights came from, so a synthetic model never passes as a real one."""
+    manifest = result.get("manifest") or {}
+    if result.get("synthetic") or manifest.get("synthetic"):
+        return "synthetic (random weights)"
+    if manifest.get("source") == "hub":
+        commit = manifest.get("resolved_commit") or manifest.get("revision") or ""
+        return f"hub @ {commit[:10]}"
+    return "none"
+
+
+def model_row(result: dict) -> dict:
+    """The display row of one result, with every cell already formatted."""
+    manifest = result.get("manifest") or {}
+    measured = result["status"] == MEASURED
+    memory = (result.get("memory") or {}).get("peak_bytes") if measured else None
+    status = STATUS_LABELS[result["status"]]
+    notes = status if measured else f"{status}: {result.get('reason') or 'no reason recorded'}"
+    return {
+        "name": result["model"],
+        "repo": result["repo"],
+        "task": TASK_LABELS.get(result["task"], result["task"]),
+        "category": CATEGORIES.get(result["task"], "Other"),
+        "status": result["status"],
+        "measured": measured,
+        "parameters": _params(result.get("parameters") or manifest.get("parameters")),
+        "size": _bytes(result.get("size_on_disk_bytes") or manifest.get("weights_bytes")),
+        "weights": weights_label(result),
+        "synthetic": weights_label(result).startswith("synthetic"),
+        "dtype": result.get("dtype") or "n/a",
+        "memory": _bytes(memory) if measured else "n/a",
+        "memory_gb": memory / GB if memory else None,
+        "load": f"{result['metrics']['load_s']:.1f} s" if measured else "n/a",
+        "decode": _spread(_metric(result, "decode_tokens_per_s")),
+        "decode_median": _median(result, "decode_tokens_per_s"),
+        "prefill": _spread(_metric(result, "prefill_tokens_per_s"), 0),
+        "ttft": _spread(_metric(result, "ttft_ms"), 0, " ms"),
+        "itl": _itl(_metric(result, "inter_token_latency_ms")),
+        "latency": _spread(_metric(result, "latency_ms"), 0, " ms"),
+        "latency_median": _median(result, "latency_ms"),
+        "images_per_s": _spread(_metric(result, "images_per_s"), 2),
+        "rtf": _spread(_metric(result, "real_time_factor"), 3),
+        "rtf_median": _median(result, "real_time_factor"),
+        "tokens": _tokens(_metric(result, "tokens_generated")),
+        "notes": notes,
+        "estimate": _bytes(_estimate(result).get("needed_bytes")),
+    }
+
+
+def _estimate(result: dict) -> dict:
+    manifest = result.get("manifest") or {}
+    return result.get("memory_estimate") or manifest.get("memory_estimate") or {}
+
+
+def _itl(measurement: dict | None) -> str:
+    if measurement is None:
+        return "n/a"
+    return f"{measurement['median']:.1f} / {measurement['p90']:.1f} ms"
+
+
+def _tokens(measurement: dict | None) -> str:
+    return "n/a" if measurement is None else f"{measurement['median']:.0f}"
+
+
+def key_findings(rows: list[dict]) -> dict[str, list[str]]:
+    """Sentences computed from the measured rows, per category."""
+    findings: dict[str, list[str]] = {}
+    text = [r for r in rows if r["measured"] and r["category"] == "Text Generation Models"]
+    if text:
+        fastest = max(text, key=lambda r: r["decode_median"] or 0)
+        lightest = min(text, key=lambda r: r["memory_gb"] or float("inf"))
+        lines = [
+            f"Fastest decode: {fastest['name']} at {fastest['decode_median']:.1f} tokens/s "
+            "(median, first token excluded).",
+            f"Smallest peak memory: {lightest['name']} at {lightest['memory']}.",
+        ]
+        interactive = [r["name"] for r in text if (r["decode_median"] or 0) >= 10]
+        lines.append(
+            "At or above 10 tokens/s (comfortable for interactive chat): "
+            + (", ".join(interactive) if interactive else "none on this machine")
+            + "."
+        )
+        findings["Text Generation Models"] = lines
+    vision = [r for r in rows if r["measured"] and r["category"] == "Vision-Language Models"]
+    if vision:
+        quickest = min(vision, key=lambda r: r["latency_median"] or float("inf"))
+        findings["Vision-Language Models"] = [
+            f"Lowest per-image latency: {quickest['name']} at "
+            f"{quickest['latency_median']:.0f} ms (median).",
+            *[f"{r['name']}: {r['memory']} peak memory." for r in vision],
+        ]
+    speech = [r for r in rows if r["measured"] and r["category"] == "Speech Recognition"]
+    if speech:
+        findings["Speech Recognition"] = [
+            f"{r['name']}: real-time factor {r['rtf_median']:.3f} ("
+            + ("faster" if r["rtf_median"] < 1 else "slower")
+            + " than playback), peak memory "
+            + r["memory"]
+            + "."
+            for r in speech
+        ]
+    return findings
+
+
+def recommendations(rows: list[dict]) -> list[dict]:
+    """Per memory tier, the fastest measured model of each category that fits in it."""
+    measured = [r for r in rows if r["measured"] and r["memory_gb"]]
+    tiers = []
+    for tier in TIERS_GB:
+        budget = tier * TIER_SHARE
+        picks = []
+        for category in dict.fromkeys(CATEGORIES.values()):
+            fitting = [
+                r for r in measured if r["category"] == category and r["memory_gb"] <= budget
+            ]
+            if not fitting:
+                continue
+            if category == "Text Generation Models":
+                best = max(fitting, key=lambda r: r["decode_median"] or 0)
+            else:
+                best = min(fitting, key=lambda r: r["latency_median"] or float("inf"))
+            picks.append({"category": category, "row": best})
+        all_fitting = [r["name"] for r in measured if r["memory_gb"] <= budget]
+        tiers.append(
+            {
+                "label": f"{tier} GB" if tier != TIERS_GB[-1] else f"{tier}+ GB",
+                "budget_gb": budget,
+                "picks": picks,
+                "picks_total_gb": sum(p["row"]["memory_gb"] for p in picks),
+                "all_fitting": all_fitting,
+            }
+        )
+    return tiers
+
+
+def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
+    """Everything the template shows, derived from this run's records."""
+    rows = [model_row(r) for r in results]
+    measured = [r for r in rows if r["measured"]]
+    categories = {}
+    for row in rows:
+        categories.setdefault(row["category"], []).append(row)
+    total_storage = sum(
+        (r.get("size_on_disk_bytes") or 0) for r in results if r["status"] == MEASURED
+    )
+    return {
+        "generated_at": now_utc(),
+        "hardware": hardware,
+        "warmup": warmup,
+        "rows": rows,
+        "measured": measured,
+        "not_measured": [r for r in rows if not r["measured"]],
+        "categories": categories,
+        "synthetic_count": sum(1 for r in rows if r["synthetic"]),
+        "findings": key_findings(rows),
+        "tiers": recommendations(rows),
+        "tier_share": TIER_SHARE,
+        "total_storage": _bytes(total_storage),
+        "chart_rows": [
+            {
+                "label": r["name"] + (" (synthetic)" if r["synthetic"] else ""),
+                "tokens_per_s": r["decode_median"],
+                "memory_gb": r["memory_gb"],
+            }
+            for r in measured
+        ],
+        "settings": {r["model"]: r.get("settings", {}).get("benchmark") for r in results},
+    }
+
+
+def render_summary(context: dict) -> str:
+    """Render the summary template with ``context``."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    environment.filters["md"] = md
+    environment.filters["gb"] = _bytes
+    return environment.get_template("summary.md.j2").render(**context)

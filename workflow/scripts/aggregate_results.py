@@ -1,0 +1,10 @@
+"""Snakemake script: gather every result file into benchmarks.csv."""
+
+from localbench.aggregate import load_results, results_table
+from localbench.atomic import write_text
+from localbench.logs import job_log
+
+with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    table = results_table(load_results(snakemake.input.results))  # noqa: F821
+    log.info("%d rows", len(table))
+    write_text(snakemake.output[0], table.to_csv(index=False))  # noqa: F821

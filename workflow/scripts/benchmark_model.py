@@ -1,0 +1,24 @@
+"""Snakemake script: benchmark one model and write its result file."""
+
+from pathlib import Path
+
+from localbench.atomic import read_json, write_json
+from localbench.logs import job_log
+from localbench.results import FAILED, new_result, one_line
+from localbench.runner import run_benchmark
+
+settings = snakemake.params.settings  # noqa: F821 - injected by Snakemake
+inputs = snakemake.input  # noqa: F821
+
+with job_log(snakemake.log[0]) as log:  # noqa: F821
+    manifest = read_json(inputs.manifest)
+    environment = {"hardware": read_json(inputs.hardware), "warmup": read_json(inputs.warmup)}
+    try:
+        result = run_benchmark(settings, manifest, Path(inputs.manifest).parent, environment)
+    except Exception as error:  # noqa: BLE001 - one model's failure must not stop the others
+        log.exception("benchmark of %s failed", settings["name"])
+        result = new_result(settings, FAILED, one_line(error))
+        result["manifest"] = manifest
+        result["environment"] = environment
+    log.info("status: %s %s", result["status"], result.get("reason") or "")
+    write_json(snakemake.output[0], result)  # noqa: F821

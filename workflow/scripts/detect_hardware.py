@@ -1,0 +1,11 @@
+"""Snakemake script: write the hardware and software record of this machine."""
+
+from localbench.atomic import write_json
+from localbench.hardware import detect
+from localbench.logs import job_log
+
+with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    record = detect(snakemake.params.device)  # noqa: F821
+    record["profile"] = snakemake.params.profile  # noqa: F821
+    log.info("hardware: %s", record)
+    write_json(snakemake.output[0], record)  # noqa: F821

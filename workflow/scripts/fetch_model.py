@@ -1,0 +1,27 @@
+"""Snakemake script: fetch or build one model's checkpoint and write its manifest."""
+
+from pathlib import Path
+
+from localbench.acquire import acquire
+from localbench.atomic import write_json
+from localbench.logs import job_log
+from localbench.results import FAILED, now_utc, one_line
+
+settings = snakemake.params.settings  # noqa: F821 - injected by Snakemake
+manifest_path = Path(snakemake.output[0])  # noqa: F821
+
+with job_log(snakemake.log[0]) as log:  # noqa: F821
+    try:
+        manifest = acquire(settings, manifest_path.parent)
+    except Exception as error:  # noqa: BLE001 - one model's failure must not stop the others
+        log.exception("fetching %s failed", settings["name"])
+        manifest = {
+            "model": settings["name"],
+            "repo": settings["repo"],
+            "revision": settings["revision"],
+            "status": FAILED,
+            "reason": f"fetch failed: {one_line(error)}",
+            "created_at": now_utc(),
+        }
+    log.info("manifest: %s", manifest)
+    write_json(manifest_path, manifest)

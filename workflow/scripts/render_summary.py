@@ -1,0 +1,16 @@
+"""Snakemake script: render SUMMARY.md and chart.svg from this run's result files."""
+
+from localbench.aggregate import load_results
+from localbench.atomic import read_json, write_text
+from localbench.chart import render_chart
+from localbench.logs import job_log
+from localbench.summary import render_summary, summary_context
+
+with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    inputs = snakemake.input  # noqa: F821
+    context = summary_context(
+        load_results(inputs.results), read_json(inputs.hardware), read_json(inputs.warmup)
+    )
+    write_text(snakemake.output.chart, render_chart(context["chart_rows"]))  # noqa: F821
+    write_text(snakemake.output.summary, render_summary(context))  # noqa: F821
+    log.info("summary of %d models", len(context["rows"]))

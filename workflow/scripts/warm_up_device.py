@@ -1,0 +1,13 @@
+"""Snakemake script: initialise the device and record what it costs and can do."""
+
+from localbench.atomic import write_json
+from localbench.device import resolve_device, resolve_dtype
+from localbench.logs import job_log
+from localbench.warmup import warm_up
+
+with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    device = resolve_device(snakemake.params.device)  # noqa: F821
+    dtype, _why = resolve_dtype("auto", device)
+    record = warm_up(device, dtype)
+    log.info("warm-up: %s", record)
+    write_json(snakemake.output[0], record)  # noqa: F821
