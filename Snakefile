@@ -19,8 +19,8 @@ include: "rules/summary.smk"
 
 
 rule report:
+    default_target: True
     input:
         summary=f"{RESULTS}/SUMMARY.md",
         chart=f"{RESULTS}/chart.svg",
         table=f"{RESULTS}/benchmarks.csv",
-    default_target: True

@@ -8,9 +8,11 @@ rule benchmark_model:
         warmup=f"{RESULTS}/warmup.json",
     output:
         f"{RESULTS}/benchmarks/{{model}}.json",
-    params:
-        settings=settings_of,
     log:
         f"{RESULTS}/logs/benchmark_model/{{model}}.log",
+    conda:
+        "../envs/localbench.yaml"
+    params:
+        settings=settings_of,
     script:
         "../workflow/scripts/benchmark_model.py"

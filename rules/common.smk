@@ -11,7 +11,6 @@ from localbench import config as lbconfig
 from localbench.device import DeviceUnavailable
 from localbench.hardware import detect
 
-
 try:
     lbconfig.check_config(config)
 except lbconfig.ConfigError as error:

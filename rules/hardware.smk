@@ -4,11 +4,13 @@
 rule detect_hardware:
     output:
         f"{RESULTS}/hardware.json",
+    log:
+        f"{RESULTS}/logs/detect_hardware.log",
+    conda:
+        "../envs/localbench.yaml"
     params:
         device=config["device"],
         profile=PROFILE,
-    log:
-        f"{RESULTS}/logs/detect_hardware.log",
     script:
         "../workflow/scripts/detect_hardware.py"
 
@@ -18,9 +20,11 @@ rule warm_up_device:
         hardware=f"{RESULTS}/hardware.json",
     output:
         f"{RESULTS}/warmup.json",
-    params:
-        device=config["device"],
     log:
         f"{RESULTS}/logs/warm_up_device.log",
+    conda:
+        "../envs/localbench.yaml"
+    params:
+        device=config["device"],
     script:
         "../workflow/scripts/warm_up_device.py"

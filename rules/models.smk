@@ -4,9 +4,11 @@
 rule fetch_model:
     output:
         f"{MODELS_ROOT}/{{model}}/manifest.json",
-    params:
-        settings=fetch_settings_of,
     log:
         f"{RESULTS}/logs/fetch_model/{{model}}.log",
+    conda:
+        "../envs/localbench.yaml"
+    params:
+        settings=fetch_settings_of,
     script:
         "../workflow/scripts/fetch_model.py"

@@ -8,6 +8,8 @@ rule aggregate_results:
         f"{RESULTS}/benchmarks.csv",
     log:
         f"{RESULTS}/logs/aggregate_results.log",
+    conda:
+        "../envs/localbench.yaml"
     script:
         "../workflow/scripts/aggregate_results.py"
 
@@ -23,5 +25,7 @@ rule render_summary:
         chart=f"{RESULTS}/chart.svg",
     log:
         f"{RESULTS}/logs/render_summary.log",
+    conda:
+        "../envs/localbench.yaml"
     script:
         "../workflow/scripts/render_summary.py"

@@ -1,5 +1,11 @@
 """Snakemake script: gather every result file into benchmarks.csv."""
 
+import sys
+from pathlib import Path
+
+# The library lives beside this folder; a conda env made by --sdm conda does not install it.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
 from localbench.aggregate import load_results, results_table
 from localbench.atomic import write_text
 from localbench.logs import job_log

@@ -1,6 +1,11 @@
 """Snakemake script: benchmark one model and write its result file."""
 
+import sys
 from pathlib import Path
+
+# The library lives beside this folder; a conda env made by --sdm conda does not install it.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
 
 from localbench.atomic import read_json, write_json
 from localbench.logs import job_log

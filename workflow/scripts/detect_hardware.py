@@ -1,5 +1,11 @@
 """Snakemake script: write the hardware and software record of this machine."""
 
+import sys
+from pathlib import Path
+
+# The library lives beside this folder; a conda env made by --sdm conda does not install it.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
 from localbench.atomic import write_json
 from localbench.hardware import detect
 from localbench.logs import job_log

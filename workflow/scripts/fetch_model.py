@@ -1,6 +1,11 @@
 """Snakemake script: fetch or build one model's checkpoint and write its manifest."""
 
+import sys
 from pathlib import Path
+
+# The library lives beside this folder; a conda env made by --sdm conda does not install it.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
 
 from localbench.acquire import acquire
 from localbench.atomic import write_json

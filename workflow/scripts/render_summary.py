@@ -1,5 +1,11 @@
 """Snakemake script: render SUMMARY.md and chart.svg from this run's result files."""
 
+import sys
+from pathlib import Path
+
+# The library lives beside this folder; a conda env made by --sdm conda does not install it.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
 from localbench.aggregate import load_results
 from localbench.atomic import read_json, write_text
 from localbench.chart import render_chart

@@ -1,5 +1,11 @@
 """Snakemake script: initialise the device and record what it costs and can do."""
 
+import sys
+from pathlib import Path
+
+# The library lives beside this folder; a conda env made by --sdm conda does not install it.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
 from localbench.atomic import write_json
 from localbench.device import resolve_device, resolve_dtype
 from localbench.logs import job_log
