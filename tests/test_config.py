@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from localbench.config import ConfigError, check_config, enabled_models, model_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +32,10 @@ def test_shipped_config_is_valid_and_lists_every_seed_model(config):
         (lambda c: c.update(devcie="cpu"), "unknown key 'devcie' in (top level); allowed keys:"),
         (lambda c: c.update(device="gpu"), "device: 'gpu' is not allowed; allowed values: auto"),
         (lambda c: c.update(weights="maybe"), "weights: 'maybe' is not allowed"),
-        (lambda c: c.update(size="huge"), "size: 'huge' is not allowed; allowed values: full, tiny"),
+        (
+            lambda c: c.update(size="huge"),
+            "size: 'huge' is not allowed; allowed values: full, tiny",
+        ),
         (
             lambda c: c["models"]["blip-base"].update(dtype="fp8"),
             "models.blip-base.dtype: 'fp8' is not allowed",

@@ -1,5 +1,4 @@
 import pytest
-
 from localbench.memory import GB, estimate
 
 

@@ -2,7 +2,6 @@ import math
 import statistics
 
 import pytest
-
 from localbench.stats import Measurement, percentile
 
 

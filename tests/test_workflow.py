@@ -1,0 +1,175 @@
+"""The whole benchmark DAG through the real snakemake command line, on tiny models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, snakemake
+
+TINY = ("--config", "size=tiny", "weights=synthetic", "profile=test-machine")
+SEED_MODELS = [
+    "deepseek-r1-distill-qwen-1.5b",
+    "qwen2.5-1.5b-instruct",
+    "llama-3.2-3b-instruct",
+    "blip-base",
+    "blip2-opt-2.7b",
+    "deepseek-vl2-small",
+    "whisper-base",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("tiny-run")
+    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+    snakemake(workdir, "--cores", "2", "report", *TINY)
+    return workdir / "results" / "test-machine"
+
+
+def _results(results_dir: Path) -> dict[str, dict]:
+    return {
+        p.stem: json.loads(p.read_text())
+        for p in sorted((results_dir / "benchmarks").glob("*.json"))
+    }
+
+
+def test_every_seed_model_has_a_result_with_a_status(tiny_run):
+    results = _results(tiny_run)
+    assert sorted(results) == sorted(SEED_MODELS)
+    statuses = {name: r["status"] for name, r in results.items()}
+    assert statuses.pop("deepseek-vl2-small") == "unsupported"
+    assert set(statuses.values()) == {"measured"}, statuses
+
+
+def test_measured_results_follow_the_method(tiny_run):
+    results = _results(tiny_run)
+    text = results["qwen2.5-1.5b-instruct"]
+    bench = text["settings"]["benchmark"]
+    metrics = text["metrics"]
+    assert metrics["decode_tokens_per_s"]["count"] == bench["repetitions"]
+    assert len(metrics["ttft_ms"]["values"]) == bench["repetitions"]
+    # Every run generated exactly the forced number of tokens.
+    assert metrics["tokens_generated"]["values"] == [bench["new_tokens"]] * bench["repetitions"]
+    # Inter-token gaps exclude the first token: new_tokens - 1 gaps per run.
+    assert (
+        metrics["inter_token_latency_ms"]["count"]
+        == (bench["new_tokens"] - 1) * bench["repetitions"]
+    )
+    assert metrics["load_s"] > 0
+    assert text["memory"]["peak_bytes"] > 0
+    assert text["synthetic"] is True and text["manifest"]["synthetic"] is True
+    assert text["environment"]["hardware"]["profile"] == "test-machine"
+    assert text["method"]["decode_rate"].startswith("(tokens - 1)")
+    assert results["whisper-base"]["metrics"]["real_time_factor"]["median"] > 0
+    assert results["blip-base"]["metrics"]["images_per_s"]["median"] > 0
+    assert results["blip2-opt-2.7b"]["inputs"]["prompt"].startswith("Question:")
+
+
+def test_csv_has_one_row_per_model_from_the_result_files(tiny_run):
+    with open(tiny_run / "benchmarks.csv", newline="") as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows) == sorted(SEED_MODELS)
+    qwen = _results(tiny_run)["qwen2.5-1.5b-instruct"]
+    assert float(rows["qwen2.5-1.5b-instruct"]["decode_tokens_per_s_median"]) == pytest.approx(
+        qwen["metrics"]["decode_tokens_per_s"]["median"]
+    )
+    assert rows["deepseek-vl2-small"]["status"] == "unsupported"
+    assert rows["deepseek-vl2-small"]["decode_tokens_per_s_median"] == ""
+
+
+def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
+    summary = (tiny_run / "SUMMARY.md").read_text()
+    for heading in [
+        "# Benchmark Results Summary",
+        "**Hardware**",
+        "**Platform**",
+        "**Backend**",
+        "## Executive Summary",
+        "### Text Generation Models",
+        "### Vision-Language Models",
+        "### Speech Recognition",
+        "**Key Findings:**",
+        "## Resource Utilization",
+        "### Storage Requirements",
+        "## Recommendations",
+        "### For 16 GB machines",
+        "### For 24 GB machines",
+        "### For 32+ GB machines",
+        "## Skipped, Failed and Pending Models",
+        "## Method and Environment",
+        "![Generation speed and peak memory per model](chart.svg)",
+    ]:
+        assert heading in summary, heading
+    assert "synthetic weights" in summary
+    table_rows = [line for line in summary.splitlines() if line.startswith("| **")]
+    assert len(table_rows) == len(SEED_MODELS)
+    for line in table_rows:
+        if "deepseek-vl2-small" in line:
+            assert "not supported yet" in line
+        else:
+            assert "synthetic (random weights)" in line
+    # A figure in the summary is the one in the result file.
+    qwen = _results(tiny_run)["qwen2.5-1.5b-instruct"]
+    assert f"{qwen['metrics']['decode_tokens_per_s']['median']:.1f}" in summary
+    chart = (tiny_run / "chart.svg").read_text()
+    assert chart.startswith("<svg") and "qwen2.5-1.5b-instruct (synthetic)" in chart
+
+
+def test_nothing_left_to_do_after_a_run(tiny_run):
+    workdir = tiny_run.parent.parent
+    dry = snakemake(workdir, "-n", "report", *TINY)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_models_that_do_not_fit_are_skipped_and_the_summary_still_renders(workdir):
+    snakemake(
+        workdir,
+        "--cores", "2", "report", *TINY, "memory_headroom_gb=100000",
+    )  # fmt: skip
+    results = _results(workdir / "results" / "test-machine")
+    for name, result in results.items():
+        if name == "deepseek-vl2-small":
+            assert result["status"] == "unsupported"
+            continue
+        assert result["status"] == "skipped", name
+        assert result["reason"].startswith("needs ~100")
+    summary = (workdir / "results" / "test-machine" / "SUMMARY.md").read_text()
+    assert "No measured model fits." in summary
+    assert "0 of 7 configured models were measured" in summary
+
+
+def test_a_failing_model_does_not_cost_the_others_their_results(workdir):
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["models"] = {
+        "whisper-base": config["models"]["whisper-base"],
+        "mystery-model": {"task": "text-generation", "repo": "nobody/not-shipped"},
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workdir, "--cores", "1", "report", *TINY)
+    results = _results(workdir / "results" / "test-machine")
+    assert results["whisper-base"]["status"] == "measured"
+    assert results["mystery-model"]["status"] == "failed"
+    assert "nobody/not-shipped" in results["mystery-model"]["reason"]
+    summary = (workdir / "results" / "test-machine" / "SUMMARY.md").read_text()
+    assert "mystery-model" in summary and "failed" in summary
+
+
+def test_a_bad_config_stops_the_run_with_one_clear_line(workdir):
+    completed = snakemake(workdir, "-n", "report", "--config", "device=gpu", check=False)
+    assert completed.returncode != 0
+    output = completed.stdout + completed.stderr
+    assert (
+        "invalid config: device: 'gpu' is not allowed; allowed values: auto, cuda, mps, cpu"
+        in output
+    )
+    assert not (workdir / "results").exists()
+
+
+def test_workflow_passes_snakemake_lint(workdir):
+    completed = snakemake(workdir, "--lint", check=False)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
