@@ -76,7 +76,8 @@ def acquire(settings: dict, dest: Path) -> dict:
     }
     try:
         manifest["parameters"] = count_parameters(settings["repo"], settings["size"])
-    except UnknownArchitecture:
+    except (UnknownArchitecture, NotImplementedError):
+        # No shipped architecture (a user's own model), or no tiny variant of it.
         manifest["parameters"] = None
 
     if settings["task"] in UNSUPPORTED_TASKS:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import time
 
+import torch
+from transformers import GenerationMixin
+
 from localbench.device import synchronize
 from localbench.inputs import benchmark_audio
 from localbench.scenarios.common import generation_metrics
@@ -17,12 +20,25 @@ from localbench.timing import Run, TokenClock, greedy_fixed_length, repeat
 SAMPLING_RATE = 16_000
 
 
+def decoder_prompt(generation_config) -> list[int]:
+    """``<|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>`` as token ids."""
+    prompt = [generation_config.decoder_start_token_id]
+    if getattr(generation_config, "is_multilingual", False):
+        prompt += [
+            generation_config.lang_to_id["<|en|>"],
+            generation_config.task_to_id["transcribe"],
+        ]
+    prompt.append(generation_config.no_timestamps_token_id)
+    return prompt
+
+
 def measure(loaded, bench: dict) -> dict:
     """Real-time factor, latency, first-token time and decode rate of transcription."""
     seconds = float(bench["audio_seconds"])
     audio = benchmark_audio(seconds, SAMPLING_RATE)
     processor = loaded.processor
     kwargs = greedy_fixed_length(bench["new_tokens"])
+    prompt = torch.tensor([decoder_prompt(loaded.model.generation_config)], device=loaded.device)
 
     def once() -> Run:
         from transformers import StoppingCriteriaList
@@ -32,10 +48,14 @@ def measure(loaded, bench: dict) -> dict:
         start = time.perf_counter()
         features = processor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
         input_features = features.input_features.to(loaded.device, loaded.dtype)
-        output = loaded.model.generate(
+        # Short-form decoding of one 30 s window through the generic generate(): Whisper's
+        # own generate() adds timestamp-driven segment seeking, which turns a forced token
+        # count into a variable one. The prompt fixes language and task, so no language
+        # detection pass runs either.
+        output = GenerationMixin.generate(
+            loaded.model,
             input_features=input_features,
-            language="en",
-            task="transcribe",
+            decoder_input_ids=prompt,
             stopping_criteria=StoppingCriteriaList([clock]),
             **kwargs,
         )
