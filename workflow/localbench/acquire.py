@@ -17,8 +17,8 @@ from localbench.device import available_memory_bytes, resolve_device, resolve_dt
 
 UNSUPPORTED_TASKS = {
     "multimodal": (
-        "not supported yet: transformers has no DeepSeek-VL2 model; the project's own "
-        "implementation is tracked in its own issue"
+        "transformers has no DeepSeek-VL2 model, and the project's own implementation "
+        "is not written yet"
     ),
 }
 
@@ -83,7 +83,9 @@ def acquire(settings: dict, dest: Path) -> dict:
     if settings["task"] in UNSUPPORTED_TASKS:
         reason = UNSUPPORTED_TASKS[settings["task"]]
         if manifest["parameters"]:
-            reason += f"; it would need {_preflight(settings, manifest['parameters']).reason()}"
+            estimate = _preflight(settings, manifest["parameters"])
+            manifest["memory_estimate"] = estimate.to_dict()
+            reason += f"; by estimate it {estimate.reason()}"
         return {**manifest, "status": results.UNSUPPORTED, "reason": reason, "source": None}
 
     if manifest["parameters"]:

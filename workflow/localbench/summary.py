@@ -103,9 +103,12 @@ def model_row(result: dict) -> dict:
         "task": TASK_LABELS.get(result["task"], result["task"]),
         "category": CATEGORIES.get(result["task"], "Other"),
         "status": result["status"],
+        "status_label": STATUS_LABELS[result["status"]],
         "measured": measured,
         "parameters": _params(result.get("parameters") or manifest.get("parameters")),
-        "size": _bytes(result.get("size_on_disk_bytes") or manifest.get("weights_bytes")),
+        "size": _bytes(result.get("size_on_disk_bytes") or manifest.get("weights_bytes"))
+        if (result.get("size_on_disk_bytes") or manifest.get("weights_bytes"))
+        else "not fetched",
         "weights": weights_label(result),
         "synthetic": weights_label(result).startswith("synthetic"),
         "dtype": result.get("dtype") or "n/a",
@@ -124,6 +127,7 @@ def model_row(result: dict) -> dict:
         "rtf_median": _median(result, "real_time_factor"),
         "tokens": _tokens(_metric(result, "tokens_generated")),
         "notes": notes,
+        "reason": result.get("reason") or "",
         "estimate": _bytes(_estimate(result).get("needed_bytes")),
     }
 
@@ -141,6 +145,26 @@ def _itl(measurement: dict | None) -> str:
 
 def _tokens(measurement: dict | None) -> str:
     return "n/a" if measurement is None else f"{measurement['median']:.0f}"
+
+
+def settings_row(result: dict) -> dict:
+    """The benchmark settings of one model that matter for its task."""
+    bench = (result.get("settings") or {}).get("benchmark") or {}
+    task = result["task"]
+    parts = []
+    if task == "text-generation":
+        parts.append(f"prompt {bench.get('prompt_tokens')} tokens")
+    if task in ("image-captioning", "visual-question-answering", "multimodal"):
+        parts.append("image " + "x".join(str(v) for v in bench.get("image_size", [])))
+    if task == "speech-recognition":
+        parts.append(f"audio {bench.get('audio_seconds')} s")
+    parts.append(f"{bench.get('new_tokens')} new tokens")
+    return {
+        "name": result["model"],
+        "warmup_runs": bench.get("warmup_runs"),
+        "repetitions": bench.get("repetitions"),
+        "text": ", ".join(parts),
+    }
 
 
 def key_findings(rows: list[dict]) -> dict[str, list[str]]:
@@ -245,7 +269,7 @@ def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
             }
             for r in measured
         ],
-        "settings": {r["model"]: r.get("settings", {}).get("benchmark") for r in results},
+        "settings": [settings_row(r) for r in results],
     }
 
 
