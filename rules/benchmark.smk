@@ -7,9 +7,9 @@ rule benchmark_model:
         hardware=f"{RESULTS}/hardware.json",
         warmup=f"{RESULTS}/warmup.json",
     output:
-        f"{RESULTS}/benchmarks/{{model}}.json",
+        f"{RESULTS}/benchmarks/{{model}}/{{backend}}.json",
     log:
-        f"{RESULTS}/logs/benchmark_model/{{model}}.log",
+        f"{RESULTS}/logs/benchmark_model/{{model}}/{{backend}}.log",
     conda:
         "../envs/localbench.yaml"
     params:

@@ -37,11 +37,24 @@ MODELS = lbconfig.enabled_models(config)
 
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    backend=r"eager|fast",
 
 
 def settings_of(wildcards):
-    """The complete settings of one model (defaults applied), as rule params."""
-    return lbconfig.model_settings(config, wildcards.model)
+    """The complete settings of one benchmark job (defaults applied), as rule params."""
+    return {
+        **lbconfig.model_settings(config, wildcards.model),
+        "backend": wildcards.backend,
+    }
+
+
+def result_files(wildcards=None):
+    """One result file per enabled model and backend, in config order."""
+    return [
+        f"{RESULTS}/benchmarks/{name}/{backend}.json"
+        for name in MODELS
+        for backend in lbconfig.model_backends(config, name)
+    ]
 
 
 def fetch_settings_of(wildcards):

@@ -3,7 +3,7 @@
 
 rule aggregate_results:
     input:
-        results=expand(f"{RESULTS}/benchmarks/{{model}}.json", model=MODELS),
+        results=result_files(),
     output:
         f"{RESULTS}/benchmarks.csv",
     log:
@@ -17,7 +17,7 @@ rule aggregate_results:
 rule render_summary:
     input:
         table=f"{RESULTS}/benchmarks.csv",
-        results=expand(f"{RESULTS}/benchmarks/{{model}}.json", model=MODELS),
+        results=result_files(),
         hardware=f"{RESULTS}/hardware.json",
         warmup=f"{RESULTS}/warmup.json",
     output:

@@ -31,11 +31,13 @@ def tiny_run(tmp_path_factory) -> Path:
     return workdir / "results" / "test-machine"
 
 
-def _results(results_dir: Path) -> dict[str, dict]:
-    return {
-        p.stem: json.loads(p.read_text())
-        for p in sorted((results_dir / "benchmarks").glob("*.json"))
-    }
+TEXT_MODELS = SEED_MODELS[:3]
+
+
+def _results(results_dir: Path, backend: str = "eager") -> dict[str, dict]:
+    """Result records of one backend, keyed by model."""
+    paths = sorted((results_dir / "benchmarks").glob(f"*/{backend}.json"))
+    return {p.parent.name: json.loads(p.read_text()) for p in paths}
 
 
 def test_every_seed_model_has_a_result_with_a_status(tiny_run):
@@ -70,9 +72,25 @@ def test_measured_results_follow_the_method(tiny_run):
     assert results["blip2-opt-2.7b"]["inputs"]["prompt"].startswith("Question:")
 
 
-def test_csv_has_one_row_per_model_from_the_result_files(tiny_run):
+def test_text_models_are_measured_with_both_backends(tiny_run):
+    fast = _results(tiny_run, "fast")
+    eager = _results(tiny_run)
+    assert sorted(fast) == sorted(TEXT_MODELS)
+    for name in TEXT_MODELS:
+        assert fast[name]["status"] == "measured"
+        assert fast[name]["backend"]["used"] == "fast"
+        assert fast[name]["backend"]["cuda_graph"] is False  # no GPU here
+        # Same prompt, greedy: the fast decoder's tokens are eager's tokens.
+        assert fast[name]["generated_token_ids"] == eager[name]["generated_token_ids"]
+        assert fast[name]["roofline"]["tokens_per_s"] > 0
+        assert fast[name]["roofline"]["decode_percent_of_roofline"] > 0
+
+
+def test_csv_has_one_row_per_model_and_backend_from_the_result_files(tiny_run):
     with open(tiny_run / "benchmarks.csv", newline="") as handle:
-        rows = {row["model"]: row for row in csv.DictReader(handle)}
+        table = list(csv.DictReader(handle))
+    assert len(table) == len(SEED_MODELS) + len(TEXT_MODELS)
+    rows = {row["model"]: row for row in table if row["backend"] == "eager"}
     assert sorted(rows) == sorted(SEED_MODELS)
     qwen = _results(tiny_run)["qwen2.5-1.5b-instruct"]
     assert float(rows["qwen2.5-1.5b-instruct"]["decode_tokens_per_s_median"]) == pytest.approx(
@@ -107,7 +125,11 @@ def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
         assert heading in summary, heading
     assert "synthetic weights" in summary
     table_rows = [line for line in summary.splitlines() if line.startswith("| **")]
-    assert len(table_rows) == len(SEED_MODELS)
+    assert len(table_rows) == len(SEED_MODELS) + len(TEXT_MODELS)
+    assert "**Eager against fast**" in summary
+    for name in TEXT_MODELS:
+        comparison = [line for line in summary.splitlines() if line.startswith(f"| {name} |")]
+        assert len(comparison) == 1 and "yes, all" in comparison[0], name
     for line in table_rows:
         if "deepseek-vl2-small" in line:
             assert "not supported yet" in line
@@ -117,7 +139,7 @@ def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
     qwen = _results(tiny_run)["qwen2.5-1.5b-instruct"]
     assert f"{qwen['metrics']['decode_tokens_per_s']['median']:.1f}" in summary
     chart = (tiny_run / "chart.svg").read_text()
-    assert chart.startswith("<svg") and "qwen2.5-1.5b-instruct (synthetic)" in chart
+    assert chart.startswith("<svg") and "qwen2.5-1.5b-instruct (eager) (synthetic)" in chart
 
 
 def test_nothing_left_to_do_after_a_run(tiny_run):
@@ -154,6 +176,9 @@ def test_a_failing_model_does_not_cost_the_others_their_results(workdir):
     results = _results(workdir / "results" / "test-machine")
     assert results["whisper-base"]["status"] == "measured"
     assert results["mystery-model"]["status"] == "failed"
+    assert not (
+        workdir / "results" / "test-machine" / "benchmarks" / "mystery-model" / "fast.json"
+    ).exists()
     assert "nobody/not-shipped" in results["mystery-model"]["reason"]
     summary = (workdir / "results" / "test-machine" / "SUMMARY.md").read_text()
     assert "mystery-model" in summary and "failed" in summary

@@ -14,10 +14,12 @@ import pandas as pd
 from localbench.atomic import read_json
 
 IDENTITY_COLUMNS = [
-    "model", "task", "repo", "revision", "status", "reason", "synthetic", "weights_source",
+    "model", "backend", "backend_used", "task", "repo", "revision", "status", "reason",
+    "synthetic", "weights_source",
     "resolved_commit", "size", "device", "dtype", "parameters", "size_on_disk_bytes",
     "peak_memory_bytes", "memory_estimate_bytes", "warmup_runs", "repetitions",
-    "prompt_tokens", "new_tokens", "load_s",
+    "prompt_tokens", "new_tokens", "load_s", "roofline_tokens_per_s",
+    "decode_percent_of_roofline",
 ]  # fmt: skip
 
 
@@ -26,8 +28,12 @@ def flatten(result: dict) -> dict:
     manifest = result.get("manifest") or {}
     bench = (result.get("settings") or {}).get("benchmark") or {}
     estimate = result.get("memory_estimate") or manifest.get("memory_estimate") or {}
+    backend = result.get("backend") or {}
+    roofline = result.get("roofline") or {}
     row = {
         "model": result["model"],
+        "backend": result.get("backend_requested", "eager"),
+        "backend_used": backend.get("used"),
         "task": result["task"],
         "repo": result["repo"],
         "revision": result["revision"],
@@ -48,6 +54,8 @@ def flatten(result: dict) -> dict:
         "prompt_tokens": bench.get("prompt_tokens"),
         "new_tokens": bench.get("new_tokens"),
         "load_s": (result.get("metrics") or {}).get("load_s"),
+        "roofline_tokens_per_s": roofline.get("tokens_per_s"),
+        "decode_percent_of_roofline": roofline.get("decode_percent_of_roofline"),
     }
     for name, value in (result.get("metrics") or {}).items():
         if isinstance(value, dict) and "median" in value:

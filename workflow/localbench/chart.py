@@ -6,7 +6,7 @@ from html import escape
 
 BAR_HEIGHT = 18
 GAP = 8
-LABEL_WIDTH = 230
+LABEL_WIDTH = 330
 PANEL_WIDTH = 300
 VALUE_WIDTH = 90
 

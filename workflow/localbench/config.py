@@ -109,6 +109,12 @@ def model_settings(config: dict, name: str) -> dict:
     }
 
 
+def model_backends(config: dict, name: str) -> list[str]:
+    """The backends a model is benchmarked with, in config order."""
+    backend = config["models"][name].get("backend", "eager")
+    return [backend] if isinstance(backend, str) else list(backend)
+
+
 def enabled_models(config: dict) -> list[str]:
     """Names of the models to run, in config order."""
     return [name for name, model in config["models"].items() if model.get("enabled", True)]

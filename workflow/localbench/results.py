@@ -45,6 +45,7 @@ def new_result(settings: dict, status: str, reason: str | None = None) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "model": settings["name"],
+        "backend_requested": settings.get("backend", "eager"),
         "task": settings["task"],
         "repo": settings["repo"],
         "revision": settings["revision"],

@@ -97,8 +97,21 @@ def model_row(result: dict) -> dict:
     memory = (result.get("memory") or {}).get("peak_bytes") if measured else None
     status = STATUS_LABELS[result["status"]]
     notes = status if measured else f"{status}: {result.get('reason') or 'no reason recorded'}"
+    if measured and (result.get("backend") or {}).get("note"):
+        notes += f"; {result['backend']['note']}"
+    backend = result.get("backend") or {}
+    roofline = result.get("roofline") or {}
     return {
         "name": result["model"],
+        "label": result["model"],
+        "backend": result.get("backend_requested", "eager"),
+        "backend_used": backend.get("used"),
+        "backend_note": backend.get("note"),
+        "cuda_graph": backend.get("cuda_graph"),
+        "roofline_tokens_per_s": roofline.get("tokens_per_s"),
+        "roofline_percent": roofline.get("decode_percent_of_roofline"),
+        "token_ids": result.get("generated_token_ids"),
+        "ttft_median": _median(result, "ttft_ms"),
         "repo": result["repo"],
         "task": TASK_LABELS.get(result["task"], result["task"]),
         "category": CATEGORIES.get(result["task"], "Other"),
@@ -147,6 +160,45 @@ def _tokens(measurement: dict | None) -> str:
     return "n/a" if measurement is None else f"{measurement['median']:.0f}"
 
 
+def _tokens_match(eager: list[int] | None, fast: list[int] | None) -> str:
+    if not eager or not fast:
+        return "n/a"
+    if eager == fast:
+        return f"yes, all {len(eager)}"
+    same = next((i for i, (a, b) in enumerate(zip(eager, fast, strict=False)) if a != b), None)
+    same = min(len(eager), len(fast)) if same is None else same
+    return f"first {same} of {len(eager)}"
+
+
+def backend_comparison(rows: list[dict]) -> list[dict]:
+    """Eager against fast for every model measured with both, with the speedup."""
+    by_model: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        if row["measured"]:
+            by_model.setdefault(row["name"], {})[row["backend_used"] or row["backend"]] = row
+    comparison = []
+    for name, backends in by_model.items():
+        eager, fast = backends.get("eager"), backends.get("fast")
+        if not eager or not fast or not eager["decode_median"] or not fast["decode_median"]:
+            continue
+        comparison.append(
+            {
+                "name": name,
+                "eager_decode": eager["decode_median"],
+                "fast_decode": fast["decode_median"],
+                "speedup": fast["decode_median"] / eager["decode_median"],
+                "eager_ttft": eager["ttft_median"],
+                "fast_ttft": fast["ttft_median"],
+                "roofline": fast["roofline_tokens_per_s"],
+                "eager_percent": eager["roofline_percent"],
+                "fast_percent": fast["roofline_percent"],
+                "cuda_graph": fast["cuda_graph"],
+                "tokens_match": _tokens_match(eager["token_ids"], fast["token_ids"]),
+            }
+        )
+    return comparison
+
+
 def settings_row(result: dict) -> dict:
     """The benchmark settings of one model that matter for its task."""
     bench = (result.get("settings") or {}).get("benchmark") or {}
@@ -160,7 +212,7 @@ def settings_row(result: dict) -> dict:
         parts.append(f"audio {bench.get('audio_seconds')} s")
     parts.append(f"{bench.get('new_tokens')} new tokens")
     return {
-        "name": result["model"],
+        "name": result["model"] + f" ({result.get('backend_requested', 'eager')})",
         "warmup_runs": bench.get("warmup_runs"),
         "repetitions": bench.get("repetitions"),
         "text": ", ".join(parts),
@@ -175,11 +227,11 @@ def key_findings(rows: list[dict]) -> dict[str, list[str]]:
         fastest = max(text, key=lambda r: r["decode_median"] or 0)
         lightest = min(text, key=lambda r: r["memory_gb"] or float("inf"))
         lines = [
-            f"Fastest decode: {fastest['name']} at {fastest['decode_median']:.1f} tokens/s "
+            f"Fastest decode: {fastest['label']} at {fastest['decode_median']:.1f} tokens/s "
             "(median, first token excluded).",
-            f"Smallest peak memory: {lightest['name']} at {lightest['memory']}.",
+            f"Smallest peak memory: {lightest['label']} at {lightest['memory']}.",
         ]
-        interactive = [r["name"] for r in text if (r["decode_median"] or 0) >= 10]
+        interactive = [r["label"] for r in text if (r["decode_median"] or 0) >= 10]
         lines.append(
             "At or above 10 tokens/s (comfortable for interactive chat): "
             + (", ".join(interactive) if interactive else "none on this machine")
@@ -225,7 +277,7 @@ def recommendations(rows: list[dict]) -> list[dict]:
             else:
                 best = min(fitting, key=lambda r: r["latency_median"] or float("inf"))
             picks.append({"category": category, "row": best})
-        all_fitting = [r["name"] for r in measured if r["memory_gb"] <= budget]
+        all_fitting = list(dict.fromkeys(r["name"] for r in measured if r["memory_gb"] <= budget))
         tiers.append(
             {
                 "label": f"{tier} GB" if tier != TIERS_GB[-1] else f"{tier}+ GB",
@@ -241,7 +293,15 @@ def recommendations(rows: list[dict]) -> list[dict]:
 def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
     """Everything the template shows, derived from this run's records."""
     rows = [model_row(r) for r in results]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["name"]] = counts.get(row["name"], 0) + 1
+    for row in rows:
+        if counts[row["name"]] > 1:
+            row["label"] = f"{row['name']} ({row['backend']})"
     measured = [r for r in rows if r["measured"]]
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    measured_names = list(dict.fromkeys(r["name"] for r in measured))
     categories = {}
     for row in rows:
         categories.setdefault(row["category"], []).append(row)
@@ -254,7 +314,11 @@ def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
         "warmup": warmup,
         "rows": rows,
         "measured": measured,
+        "model_count": len(names),
+        "measured_model_count": len(measured_names),
         "not_measured": [r for r in rows if not r["measured"]],
+        "comparison": backend_comparison(rows),
+        "storage_rows": list({r["name"]: r for r in reversed(rows)}.values())[::-1],
         "categories": categories,
         "synthetic_count": sum(1 for r in rows if r["synthetic"]),
         "findings": key_findings(rows),
@@ -263,7 +327,7 @@ def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
         "total_storage": _bytes(total_storage),
         "chart_rows": [
             {
-                "label": r["name"] + (" (synthetic)" if r["synthetic"] else ""),
+                "label": r["label"] + (" (synthetic)" if r["synthetic"] else ""),
                 "tokens_per_s": r["decode_median"],
                 "memory_gb": r["memory_gb"],
             }

@@ -34,12 +34,23 @@ class TokenClock(StoppingCriteria):
 
 @dataclass
 class Run:
-    """One generate call: its start, per-token stamps and end, all on one clock."""
+    """One generation request on one clock: start, first and last token, end."""
 
     start: float
-    token_times: list[float]
+    first_token: float
+    last_token: float
     end: float
+    tokens: int
+    inter_token_s: list[float]
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_stamps(cls, start: float, stamps: list[float], end: float, **extra) -> Run:
+        """A run from per-token timestamps (one per generated token)."""
+        if not stamps:
+            raise ValueError("a generation run produced no tokens")
+        gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+        return cls(start, stamps[0], stamps[-1], end, len(stamps), gaps, extra)
 
     @property
     def latency_s(self) -> float:
@@ -47,22 +58,14 @@ class Run:
 
     @property
     def first_token_s(self) -> float:
-        return self.token_times[0] - self.start
-
-    @property
-    def tokens(self) -> int:
-        return len(self.token_times)
+        return self.first_token - self.start
 
     @property
     def decode_tokens_per_s(self) -> float:
         """Tokens after the first, over the time from first to last token."""
         if self.tokens < 2:
             raise ValueError("decode rate needs at least two generated tokens")
-        return (self.tokens - 1) / (self.token_times[-1] - self.token_times[0])
-
-    @property
-    def inter_token_s(self) -> list[float]:
-        return [b - a for a, b in zip(self.token_times, self.token_times[1:], strict=False)]
+        return (self.tokens - 1) / (self.last_token - self.first_token)
 
 
 def timed_generate(device: torch.device, generate: Callable[[StoppingCriteriaList], object]) -> Run:
@@ -73,7 +76,7 @@ def timed_generate(device: torch.device, generate: Callable[[StoppingCriteriaLis
     output = generate(StoppingCriteriaList([clock]))
     synchronize(device)
     end = time.perf_counter()
-    return Run(start=start, token_times=clock.times, end=end, extra={"output": output})
+    return Run.from_stamps(start, clock.times, end, output=output)
 
 
 def repeat(run_once: Callable[[], Run], warmup_runs: int, repetitions: int) -> list[Run]:

@@ -43,7 +43,7 @@ def measure(loaded, bench: dict) -> dict:
         )
         synchronize(loaded.device)
         end = time.perf_counter()
-        return Run(start=start, token_times=clock.times, end=end, extra={"output": output})
+        return Run.from_stamps(start, clock.times, end, output=output)
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
     metrics = generation_metrics(runs)

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+from localbench.backends.fast import FastDecoder, supports
 from localbench.inputs import prompt_ids
+from localbench.roofline import decode_roofline
 from localbench.scenarios.common import generation_metrics
 from localbench.stats import Measurement
-from localbench.timing import greedy_fixed_length, repeat, timed_generate
+from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
 
-def measure(loaded, bench: dict) -> dict:
-    """Time to first token, prefill and decode rates, inter-token latency."""
+def _eager(loaded, input_ids, bench: dict):
     tokenizer = loaded.processor
-    input_ids = prompt_ids(tokenizer, bench["prompt_tokens"]).to(loaded.device)
     attention_mask = input_ids.new_ones(input_ids.shape)
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
     kwargs = greedy_fixed_length(bench["new_tokens"])
 
-    def once():
+    def once() -> Run:
         return timed_generate(
             loaded.device,
             lambda stop: loaded.model.generate(
@@ -31,18 +31,73 @@ def measure(loaded, bench: dict) -> dict:
         )
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    tokens = runs[-1].extra["output"][0, input_ids.shape[1] :].tolist()
+    return runs, tokens, {}
+
+
+def _fast(loaded, input_ids, bench: dict):
+    decoder = FastDecoder(loaded.model, max_len=input_ids.shape[1] + bench["new_tokens"])
+
+    def once() -> Run:
+        run = decoder.generate(input_ids, bench["new_tokens"])
+        return Run(
+            start=run.start,
+            first_token=run.first_token,
+            last_token=run.end,
+            end=run.end,
+            tokens=len(run.tokens),
+            inter_token_s=run.inter_token_s,
+            extra={"tokens": run.tokens},
+        )
+
+    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    details = {
+        "cuda_graph": decoder.graph is not None,
+        "graph_capture_s": decoder.capture_s,
+        "timer": (
+            "first token: host clock after a device sync; decode: host clock after the last "
+            "token's sync; inter-token gaps: CUDA events between graph replays (host clock "
+            "on CPU), no sync per token"
+        ),
+    }
+    return runs, runs[-1].extra["tokens"], details
+
+
+def measure(loaded, bench: dict, backend: str = "eager", bandwidth_gb_per_s: float | None = None):
+    """Time to first token, prefill and decode rates, inter-token latency, roofline."""
+    tokenizer = loaded.processor
+    input_ids = prompt_ids(tokenizer, bench["prompt_tokens"]).to(loaded.device)
+    backend_used, note = backend, None
+    if backend == "fast":
+        ok, why = supports(loaded.model)
+        if not ok:
+            backend_used, note = "eager", f"fast backend not available ({why}); ran eager"
+    runner = _fast if backend_used == "fast" else _eager
+    runs, tokens, details = runner(loaded, input_ids, bench)
     for run in runs:
         if run.tokens != bench["new_tokens"]:
             raise RuntimeError(
-                f"generate produced {run.tokens} tokens, {bench['new_tokens']} were forced"
+                f"generation produced {run.tokens} tokens, {bench['new_tokens']} were forced"
             )
     metrics = generation_metrics(runs)
     metrics["prefill_tokens_per_s"] = Measurement.from_values(
         [bench["prompt_tokens"] / r.first_token_s for r in runs], "tokens/s"
     ).to_dict()
-    sample = runs[-1].extra["output"][0, input_ids.shape[1] :]
-    return {
+    result = {
         "metrics": metrics,
+        "backend": {"requested": backend, "used": backend_used, "note": note, **details},
         "inputs": {"prompt_tokens": int(input_ids.shape[1]), "new_tokens": bench["new_tokens"]},
-        "sample_output": tokenizer.decode(sample, skip_special_tokens=True)[:200],
+        "generated_token_ids": tokens,
+        "sample_output": tokenizer.decode(tokens, skip_special_tokens=True)[:200],
     }
+    if bandwidth_gb_per_s:
+        roofline = decode_roofline(
+            loaded.model, bench["prompt_tokens"], bench["new_tokens"], bandwidth_gb_per_s
+        )
+        result["roofline"] = {
+            **roofline.to_dict(),
+            "decode_percent_of_roofline": 100
+            * metrics["decode_tokens_per_s"]["median"]
+            / roofline.tokens_per_s,
+        }
+    return result

@@ -1,0 +1,82 @@
+"""The fast decoder gives the same greedy tokens as transformers' generate()."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from localbench.backends.fast import FastDecoder, supports
+from localbench.inputs import prompt_ids
+from localbench.loading import load_model
+from localbench.roofline import decode_roofline, kv_cache_bytes, weight_bytes_read_per_token
+from localbench.synthetic import build_synthetic_checkpoint
+
+TEXT_REPOS = [
+    "Qwen/Qwen2.5-1.5B-Instruct",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+    "meta-llama/Llama-3.2-3B-Instruct",
+]
+
+
+@pytest.fixture(scope="module", params=TEXT_REPOS)
+def tiny_text_model(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fast") / "model"
+    build_synthetic_checkpoint(request.param, "tiny", folder)
+    return load_model(folder, "text-generation", torch.float32, torch.device("cpu"))
+
+
+def _eager_tokens(loaded, input_ids, new_tokens):
+    output = loaded.model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=loaded.processor.pad_token_id or 0,
+    )
+    return output[0, input_ids.shape[1] :].tolist()
+
+
+@pytest.mark.parametrize("prompt_tokens", [1, 7, 40])
+def test_fast_greedy_tokens_equal_eager(tiny_text_model, prompt_tokens):
+    input_ids = prompt_ids(tiny_text_model.processor, prompt_tokens)
+    new_tokens = 24
+    eager = _eager_tokens(tiny_text_model, input_ids, new_tokens)
+    decoder = FastDecoder(tiny_text_model.model, max_len=prompt_tokens + new_tokens)
+    fast = decoder.generate(input_ids, new_tokens)
+    assert fast.tokens == eager
+    assert len(fast.inter_token_s) == new_tokens - 1
+    # A second request on the same decoder (reused cache) gives the same tokens.
+    assert decoder.generate(input_ids, new_tokens).tokens == eager
+
+
+def test_fast_decoder_refuses_too_long_requests(tiny_text_model):
+    decoder = FastDecoder(tiny_text_model.model, max_len=8)
+    with pytest.raises(ValueError, match="exceed"):
+        decoder.generate(prompt_ids(tiny_text_model.processor, 5), 4)
+
+
+def test_unsupported_architectures_are_named(tmp_path):
+    build_synthetic_checkpoint("openai/whisper-base", "tiny", tmp_path / "w")
+    loaded = load_model(tmp_path / "w", "speech-recognition", torch.float32, torch.device("cpu"))
+    ok, why = supports(loaded.model)
+    assert not ok and "whisper" in why
+
+
+def test_roofline_counts_weights_once_and_the_kv_cache(tiny_text_model):
+    model = tiny_text_model.model
+    unique = {id(p): p for p in model.parameters()}
+    all_bytes = sum(p.numel() * p.element_size() for p in unique.values())
+    embed = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings().weight.data_ptr() == embed.data_ptr()
+    expected = all_bytes if tied else all_bytes - (embed.numel() - embed.shape[1]) * 4
+    assert weight_bytes_read_per_token(model) == expected
+    config = model.config
+    kv = kv_cache_bytes(config, 100, 4)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    assert kv == 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * 100 * 4
+    roofline = decode_roofline(model, 128, 256, bandwidth_gb_per_s=1000.0)
+    assert roofline.at_position == 256
+    assert roofline.tokens_per_s == pytest.approx(1e12 / roofline.bytes_per_token)
