@@ -53,6 +53,8 @@ def _fast(loaded, input_ids, bench: dict):
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
     details = {
         "cuda_graph": decoder.graph is not None,
+        "compiled": decoder.use_compile,
+        "compile_error": decoder.compile_error,
         "graph_capture_s": decoder.capture_s,
         "timer": (
             "first token: host clock after a device sync; decode: host clock after the last "
