@@ -42,7 +42,9 @@ def check(name: str) -> dict:
         pad_token_id=0,
     )[0, PROMPT_TOKENS:].tolist()
     fast = FastDecoder(loaded.model, PROMPT_TOKENS + NEW_TOKENS).generate(input_ids, NEW_TOKENS)
-    same = next((i for i, (a, b) in enumerate(zip(eager, fast.tokens)) if a != b), len(eager))
+    same = next(
+        (i for i, (a, b) in enumerate(zip(eager, fast.tokens, strict=True)) if a != b), len(eager)
+    )
     return {"model": name, "dtype": "float32", "equal": eager == fast.tokens, "equal_prefix": same}
 
 
