@@ -16,6 +16,7 @@ include: "rules/hardware.smk"
 include: "rules/models.smk"
 include: "rules/benchmark.smk"
 include: "rules/summary.smk"
+include: "rules/archive.smk"
 
 
 rule report:

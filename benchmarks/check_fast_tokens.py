@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
 from localbench.backends.fast import FastDecoder  # noqa: E402
 from localbench.inputs import prompt_ids  # noqa: E402
-from localbench.loading import load_model  # noqa: E402
+from localbench.loading import load_model
+from localbench.timing import greedy_fixed_length  # noqa: E402
 
 PROMPT_TOKENS, NEW_TOKENS = 128, 256
 
@@ -33,12 +34,7 @@ def check(name: str) -> dict:
     eager = loaded.model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=NEW_TOKENS,
-        min_new_tokens=NEW_TOKENS,
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
+        **greedy_fixed_length(NEW_TOKENS),
         pad_token_id=0,
     )[0, PROMPT_TOKENS:].tolist()
     fast = FastDecoder(loaded.model, PROMPT_TOKENS + NEW_TOKENS).generate(input_ids, NEW_TOKENS)

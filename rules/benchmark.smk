@@ -3,6 +3,7 @@
 
 rule benchmark_model:
     input:
+        settings=f"{RESULTS}/settings/{{model}}/{{backend}}.json",
         manifest=f"{MODELS_ROOT}/{{model}}/manifest.json",
         hardware=f"{RESULTS}/hardware.json",
         warmup=f"{RESULTS}/warmup.json",
@@ -12,7 +13,5 @@ rule benchmark_model:
         f"{RESULTS}/logs/benchmark_model/{{model}}/{{backend}}.log",
     conda:
         "../envs/localbench.yaml"
-    params:
-        settings=settings_of,
     script:
         "../workflow/scripts/benchmark_model.py"

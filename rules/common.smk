@@ -33,6 +33,10 @@ RESULTS = f"results/{PROFILE}"
 # so "_tiny" cannot collide with a model.
 MODELS_ROOT = "models/_tiny" if config["size"] == "tiny" else "models"
 MODELS = lbconfig.enabled_models(config)
+# The seed report's M4 figures, transcribed, shipped with the workflow.
+SEED_REPORT = str(
+    Path(workflow.basedir) / "workflow" / "reference" / "seed-m4-report.csv"
+)
 
 
 wildcard_constraints:
@@ -40,12 +44,19 @@ wildcard_constraints:
     backend=r"eager|fast",
 
 
-def settings_of(wildcards):
-    """The complete settings of one benchmark job (defaults applied), as rule params."""
-    return {
-        **lbconfig.model_settings(config, wildcards.model),
-        "backend": wildcards.backend,
-    }
+# One canonical settings file per job, rewritten only when its content changes: the
+# jobs that read it rerun exactly when their settings change (README, "What triggers a
+# rerun").
+for _name in MODELS:
+    _settings = lbconfig.model_settings(config, _name)
+    lbconfig.write_if_changed(
+        f"{MODELS_ROOT}/.settings/{_name}.json", lbconfig.fetch_settings(_settings)
+    )
+    for _backend in lbconfig.model_backends(config, _name):
+        lbconfig.write_if_changed(
+            f"{RESULTS}/settings/{_name}/{_backend}.json",
+            {**_settings, "backend": _backend},
+        )
 
 
 def result_files(wildcards=None):
@@ -57,8 +68,11 @@ def result_files(wildcards=None):
     ]
 
 
-def fetch_settings_of(wildcards):
-    """The settings that decide what is fetched: benchmark knobs do not refetch."""
-    settings = lbconfig.model_settings(config, wildcards.model)
-    settings.pop("benchmark")
-    return settings
+def existing_tables():
+    """The benchmarks.csv of every profile that has one now."""
+    return sorted(str(p) for p in Path("results").glob("*/benchmarks.csv"))
+
+
+def existing_archives():
+    """Every archive present, including ones made on other machines."""
+    return sorted(str(p) for p in Path("archive").glob("*/*.tar.gz"))

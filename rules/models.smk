@@ -2,13 +2,13 @@
 
 
 rule fetch_model:
+    input:
+        settings=f"{MODELS_ROOT}/.settings/{{model}}.json",
     output:
         f"{MODELS_ROOT}/{{model}}/manifest.json",
     log:
         f"{RESULTS}/logs/fetch_model/{{model}}.log",
     conda:
         "../envs/localbench.yaml"
-    params:
-        settings=fetch_settings_of,
     script:
         "../workflow/scripts/fetch_model.py"

@@ -33,3 +33,14 @@ def workdir(tmp_path: Path) -> Path:
     """A working folder holding a copy of the shipped config.yaml."""
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     return tmp_path
+
+
+TINY = ("--config", "size=tiny", "weights=synthetic", "profile=test-machine")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("tiny-run")
+    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+    snakemake(workdir, "--cores", "2", "report", *TINY)
+    return workdir / "results" / "test-machine"

@@ -9,6 +9,7 @@ from localbench.inputs import prompt_ids
 from localbench.loading import load_model
 from localbench.roofline import decode_roofline, kv_cache_bytes, weight_bytes_read_per_token
 from localbench.synthetic import build_synthetic_checkpoint
+from localbench.timing import greedy_fixed_length
 
 TEXT_REPOS = [
     "Qwen/Qwen2.5-1.5B-Instruct",
@@ -28,12 +29,7 @@ def _eager_tokens(loaded, input_ids, new_tokens):
     output = loaded.model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
+        **greedy_fixed_length(new_tokens),
         pad_token_id=loaded.processor.pad_token_id or 0,
     )
     return output[0, input_ids.shape[1] :].tolist()

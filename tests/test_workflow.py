@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, snakemake
+from conftest import TINY, snakemake
 
-TINY = ("--config", "size=tiny", "weights=synthetic", "profile=test-machine")
 SEED_MODELS = [
     "deepseek-r1-distill-qwen-1.5b",
     "qwen2.5-1.5b-instruct",
@@ -21,14 +19,6 @@ SEED_MODELS = [
     "deepseek-vl2-small",
     "whisper-base",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("tiny-run")
-    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
-    snakemake(workdir, "--cores", "2", "report", *TINY)
-    return workdir / "results" / "test-machine"
 
 
 TEXT_MODELS = SEED_MODELS[:3]

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from localbench import checkpoint, memory, results
-from localbench.device import available_memory_bytes, resolve_device, resolve_dtype
+from localbench.device import available_memory_bytes, resolve_device
 
 UNSUPPORTED_TASKS = {
     "multimodal": (
@@ -24,8 +24,11 @@ UNSUPPORTED_TASKS = {
 
 
 def _preflight(settings: dict, parameters: int) -> memory.MemoryEstimate:
+    # 16-bit, the smallest dtype a model runs in: fetching is skipped only for models
+    # that cannot fit in any dtype, so changing a model's dtype never refetches it. The
+    # benchmark's own preflight checks the real dtype.
     device = resolve_device(settings["device"])
-    dtype, _why = resolve_dtype(settings["dtype"], device)
+    dtype = "bfloat16"
     available, source = available_memory_bytes(device)
     return memory.estimate(parameters, dtype, settings["memory_headroom_gb"], available, source)
 

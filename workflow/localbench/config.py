@@ -120,6 +120,41 @@ def enabled_models(config: dict) -> list[str]:
     return [name for name, model in config["models"].items() if model.get("enabled", True)]
 
 
+FETCH_KEYS = (
+    "name",
+    "task",
+    "repo",
+    "revision",
+    "allow_pickle",
+    "device",
+    "weights",
+    "size",
+    "memory_headroom_gb",
+)
+
+
+def fetch_settings(settings: dict) -> dict:
+    """The settings that decide what is fetched; benchmark knobs and dtype do not refetch."""
+    return {key: settings[key] for key in FETCH_KEYS}
+
+
+def write_if_changed(path: str | Path, value: Any) -> bool:
+    """Write ``value`` as canonical JSON unless the file already holds exactly that.
+
+    Leaving an unchanged file untouched keeps its modification time, so Snakemake reruns
+    the jobs that read it only when the settings really changed, whatever the key order
+    or comments of config.yaml, and without relying on its own metadata in .snakemake/.
+    """
+    from localbench.atomic import write_text
+
+    text = canonical_json(value) + "\n"
+    target = Path(path)
+    if target.exists() and target.read_text(encoding="utf-8") == text:
+        return False
+    write_text(target, text)
+    return True
+
+
 def canonical_json(value: Any) -> str:
     """Key-order-independent JSON, for comparing and hashing settings."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -337,8 +337,8 @@ def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
     }
 
 
-def render_summary(context: dict) -> str:
-    """Render the summary template with ``context``."""
+def template_environment() -> jinja2.Environment:
+    """The Jinja2 environment of every Markdown template, with the ``md`` escape filter."""
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
@@ -349,4 +349,9 @@ def render_summary(context: dict) -> str:
     )
     environment.filters["md"] = md
     environment.filters["gb"] = _bytes
-    return environment.get_template("summary.md.j2").render(**context)
+    return environment
+
+
+def render_summary(context: dict) -> str:
+    """Render the summary template with ``context``."""
+    return template_environment().get_template("summary.md.j2").render(**context)

@@ -12,7 +12,7 @@ from localbench.logs import job_log
 from localbench.results import FAILED, new_result, one_line
 from localbench.runner import run_benchmark
 
-settings = snakemake.params.settings  # noqa: F821 - injected by Snakemake
+settings = read_json(snakemake.input.settings)  # noqa: F821 - injected by Snakemake
 inputs = snakemake.input  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821

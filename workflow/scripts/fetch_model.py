@@ -8,11 +8,11 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 
 from localbench.acquire import acquire
-from localbench.atomic import write_json
+from localbench.atomic import read_json, write_json
 from localbench.logs import job_log
 from localbench.results import FAILED, now_utc, one_line
 
-settings = snakemake.params.settings  # noqa: F821 - injected by Snakemake
+settings = read_json(snakemake.input.settings)  # noqa: F821 - injected by Snakemake
 manifest_path = Path(snakemake.output[0])  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821

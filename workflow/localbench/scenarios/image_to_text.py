@@ -5,13 +5,10 @@ Latency covers the whole request: image preprocessing, vision encoder, text gene
 
 from __future__ import annotations
 
-import time
-
-from localbench.device import synchronize
 from localbench.inputs import QUESTION, benchmark_image
 from localbench.scenarios.common import generation_metrics
 from localbench.stats import Measurement
-from localbench.timing import Run, TokenClock, greedy_fixed_length, repeat
+from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
 VQA_PROMPT = "Question: {question} Answer:"
 
@@ -26,24 +23,18 @@ def measure(loaded, bench: dict) -> dict:
     kwargs = greedy_fixed_length(bench["new_tokens"])
     processor = loaded.processor
 
-    def once() -> Run:
-        from transformers import StoppingCriteriaList
-
-        clock = TokenClock(loaded.device)
-        synchronize(loaded.device)
-        start = time.perf_counter()
+    def request(stopping_criteria):
+        # Preprocessing is part of the request, so it runs inside the timed call.
         if prompt is None:
             inputs = processor(images=image, return_tensors="pt")
         else:
             inputs = processor(images=image, text=prompt, return_tensors="pt")
         inputs = inputs.to(loaded.device)
         inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
-        output = loaded.model.generate(
-            **inputs, stopping_criteria=StoppingCriteriaList([clock]), **kwargs
-        )
-        synchronize(loaded.device)
-        end = time.perf_counter()
-        return Run.from_stamps(start, clock.times, end, output=output)
+        return loaded.model.generate(**inputs, stopping_criteria=stopping_criteria, **kwargs)
+
+    def once() -> Run:
+        return timed_generate(loaded.device, request)
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
     metrics = generation_metrics(runs)

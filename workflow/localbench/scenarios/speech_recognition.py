@@ -6,16 +6,13 @@ divided by the audio's duration (below 1.0 is faster than playback).
 
 from __future__ import annotations
 
-import time
-
 import torch
 from transformers import GenerationMixin
 
-from localbench.device import synchronize
 from localbench.inputs import benchmark_audio
 from localbench.scenarios.common import generation_metrics
 from localbench.stats import Measurement
-from localbench.timing import Run, TokenClock, greedy_fixed_length, repeat
+from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
 SAMPLING_RATE = 16_000
 
@@ -40,28 +37,24 @@ def measure(loaded, bench: dict) -> dict:
     kwargs = greedy_fixed_length(bench["new_tokens"])
     prompt = torch.tensor([decoder_prompt(loaded.model.generation_config)], device=loaded.device)
 
-    def once() -> Run:
-        from transformers import StoppingCriteriaList
-
-        clock = TokenClock(loaded.device)
-        synchronize(loaded.device)
-        start = time.perf_counter()
+    def request(stopping_criteria):
+        # Feature extraction is part of the request, so it runs inside the timed call.
         features = processor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
         input_features = features.input_features.to(loaded.device, loaded.dtype)
         # Short-form decoding of one 30 s window through the generic generate(): Whisper's
         # own generate() adds timestamp-driven segment seeking, which turns a forced token
         # count into a variable one. The prompt fixes language and task, so no language
         # detection pass runs either.
-        output = GenerationMixin.generate(
+        return GenerationMixin.generate(
             loaded.model,
             input_features=input_features,
             decoder_input_ids=prompt,
-            stopping_criteria=StoppingCriteriaList([clock]),
+            stopping_criteria=stopping_criteria,
             **kwargs,
         )
-        synchronize(loaded.device)
-        end = time.perf_counter()
-        return Run.from_stamps(start, clock.times, end, output=output)
+
+    def once() -> Run:
+        return timed_generate(loaded.device, request)
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
     metrics = generation_metrics(runs)

@@ -1,0 +1,38 @@
+# Archives per hardware profile, and the comparison across profiles.
+
+
+rule archive:
+    input:
+        summary=f"{RESULTS}/SUMMARY.md",
+        table=f"{RESULTS}/benchmarks.csv",
+        manifests=expand(f"{MODELS_ROOT}/{{model}}/manifest.json", model=MODELS),
+    log:
+        f"{RESULTS}/logs/archive.log",
+    conda:
+        "../envs/localbench.yaml"
+    params:
+        profile=PROFILE,
+    script:
+        "../workflow/scripts/archive_results.py"
+
+
+rule render_comparison:
+    input:
+        tables=existing_tables(),
+        archives=existing_archives(),
+        seed=SEED_REPORT,
+    output:
+        "results/COMPARISON.md",
+    log:
+        "results/logs/render_comparison.log",
+    conda:
+        "../envs/localbench.yaml"
+    params:
+        baseline=config["compare_baseline"],
+    script:
+        "../workflow/scripts/render_comparison.py"
+
+
+rule compare:
+    input:
+        "results/COMPARISON.md",
