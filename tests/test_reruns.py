@@ -90,3 +90,22 @@ def test_a_global_setting_reruns_every_model(finished_run):
     jobs = planned_jobs(finished_run)
     assert jobs["fetch_model"] == 7
     assert jobs["benchmark_model"] == 10  # seven models, three of them with two backends
+
+
+def test_losing_snakemake_metadata_reruns_nothing(finished_run):
+    shutil.rmtree(finished_run / ".snakemake")
+    assert planned_jobs(finished_run) == {}
+
+
+def test_adding_a_model_runs_only_that_model(finished_run):
+    def add(config):
+        config["models"]["whisper-copy"] = dict(config["models"]["whisper-base"])
+
+    edit_config(finished_run, add)
+    assert planned_jobs(finished_run) == {
+        "fetch_model": 1,
+        "benchmark_model": 1,
+        "aggregate_results": 1,
+        "render_summary": 1,
+        "report": 1,
+    }
