@@ -318,7 +318,8 @@ def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
         "measured_model_count": len(measured_names),
         "not_measured": [r for r in rows if not r["measured"]],
         "comparison": backend_comparison(rows),
-        "storage_rows": list({r["name"]: r for r in reversed(rows)}.values())[::-1],
+        # One line per model (its backends share one checkpoint), in config order.
+        "storage_rows": list({r["name"]: r for r in rows}.values()),
         "categories": categories,
         "synthetic_count": sum(1 for r in rows if r["synthetic"]),
         "findings": key_findings(rows),
