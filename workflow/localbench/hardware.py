@@ -23,19 +23,23 @@ from localbench.device import resolve_device
 GIB = 1024**3
 
 
+def _first_line_of(command: list[str]) -> str | None:
+    """The first line a command prints, or None if it is missing, fails or says nothing."""
+    if not shutil.which(command[0]):
+        return None
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0].strip() if out.returncode == 0 and lines else None
+
+
 def _cpu_name() -> str:
     if sys.platform == "darwin":
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-            )
-            if out.stdout.strip():
-                return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
+        brand = _first_line_of(["sysctl", "-n", "machdep.cpu.brand_string"])
+        if brand:
+            return brand
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
@@ -47,18 +51,7 @@ def _cpu_name() -> str:
 
 
 def _nvidia_driver() -> str | None:
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+    return _first_line_of(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
 
 
 def _version(package: str) -> str | None:
