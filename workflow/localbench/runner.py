@@ -31,7 +31,10 @@ METHOD = {
     "warmup": "warm-up runs of the full request first, not counted",
     "statistics": "median, p90, mean, sample stdev and coefficient of variation over runs",
     "generation": "greedy, exactly new_tokens tokens per run (end of sequence suppressed)",
-    "per_token_times": "a stopping criterion synchronises and stamps each new token",
+    "per_token_times": (
+        "eager: a stopping criterion synchronises and stamps each new token; fast: see "
+        "backend.timer (no synchronisation per token)"
+    ),
     "ttft": "request start to first generated token (preprocessing, prefill, first step)",
     "decode_rate": "(tokens - 1) / (last token time - first token time): first token excluded",
     "memory": (

@@ -43,14 +43,13 @@ def md(text: object) -> str:
     return value
 
 
-def _median(result: dict, metric: str) -> float | None:
-    value = (result.get("metrics") or {}).get(metric)
-    return value["median"] if isinstance(value, dict) else None
-
-
 def _metric(result: dict, metric: str) -> dict | None:
     value = (result.get("metrics") or {}).get(metric)
     return value if isinstance(value, dict) else None
+
+
+def _median(result: dict, metric: str) -> float | None:
+    return (_metric(result, metric) or {}).get("median")
 
 
 def _params(count: int | None) -> str:
@@ -95,12 +94,14 @@ def model_row(result: dict) -> dict:
     manifest = result.get("manifest") or {}
     measured = result["status"] == MEASURED
     memory = (result.get("memory") or {}).get("peak_bytes") if measured else None
-    status = STATUS_LABELS[result["status"]]
-    notes = status if measured else f"{status}: {result.get('reason') or 'no reason recorded'}"
-    if measured and (result.get("backend") or {}).get("note"):
-        notes += f"; {result['backend']['note']}"
     backend = result.get("backend") or {}
     roofline = result.get("roofline") or {}
+    status = STATUS_LABELS[result["status"]]
+    notes = status if measured else f"{status}: {result.get('reason') or 'no reason recorded'}"
+    if measured and backend.get("note"):
+        notes += f"; {backend['note']}"
+    size = result.get("size_on_disk_bytes") or manifest.get("weights_bytes")
+    weights = weights_label(result)
     return {
         "name": result["model"],
         "label": result["model"],
@@ -116,14 +117,12 @@ def model_row(result: dict) -> dict:
         "task": TASK_LABELS.get(result["task"], result["task"]),
         "category": CATEGORIES.get(result["task"], "Other"),
         "status": result["status"],
-        "status_label": STATUS_LABELS[result["status"]],
+        "status_label": status,
         "measured": measured,
         "parameters": _params(result.get("parameters") or manifest.get("parameters")),
-        "size": _bytes(result.get("size_on_disk_bytes") or manifest.get("weights_bytes"))
-        if (result.get("size_on_disk_bytes") or manifest.get("weights_bytes"))
-        else "not fetched",
-        "weights": weights_label(result),
-        "synthetic": weights_label(result).startswith("synthetic"),
+        "size": _bytes(size) if size else "not fetched",
+        "weights": weights,
+        "synthetic": weights.startswith("synthetic"),
         "dtype": result.get("dtype") or "n/a",
         "memory": _bytes(memory) if measured else "n/a",
         "memory_gb": memory / GB if memory else None,

@@ -9,12 +9,12 @@ from localbench.timing import Run
 def generation_metrics(runs: list[Run]) -> dict:
     """Latency, first-token time, decode rate and inter-token latency over ``runs``."""
     gaps_ms = [gap * 1e3 for run in runs for gap in run.inter_token_s]
-    # A run's decode rate needs two tokens; inter-token gaps exist exactly then.
     metrics = {
         "latency_ms": Measurement.from_values([r.latency_s * 1e3 for r in runs], "ms").to_dict(),
         "ttft_ms": Measurement.from_values([r.first_token_s * 1e3 for r in runs], "ms").to_dict(),
         "tokens_generated": Measurement.from_values([r.tokens for r in runs], "tokens").to_dict(),
     }
+    # A run's decode rate needs two tokens; inter-token gaps exist exactly then.
     if gaps_ms:
         metrics["decode_tokens_per_s"] = Measurement.from_values(
             [r.decode_tokens_per_s for r in runs], "tokens/s"
