@@ -1,0 +1,88 @@
+"""Time the fast decoder on a full-size architecture built straight on the GPU.
+
+A diagnostic, not the benchmark (that is the pipeline with benchmarks/fast-backend.yaml):
+the model is the real architecture with random weights initialised on the device, so it
+starts in seconds; it prints the decode rate, the time to first token and the CUDA
+kernels that take the decode step's time.
+
+    python benchmarks/profile_fast_decode.py Qwen/Qwen2.5-1.5B-Instruct --kernels
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
+
+from localbench.architectures import load_architecture, model_class, transformers_config  # noqa: E402
+from localbench.backends.fast import FastDecoder  # noqa: E402
+
+
+def build_on_device(repo: str, dtype=torch.bfloat16, device="cuda"):
+    """The full-size model of ``repo`` with random weights, initialised on ``device``."""
+    config = load_architecture(repo)["config"]
+    with torch.device(device):
+        model = model_class(config)._from_config(transformers_config(config), dtype=dtype)
+    return model.eval()
+
+
+def time_decoder(decoder, prompt_tokens: int, new_tokens: int, runs: int) -> dict:
+    """Median decode rate and time to first token over ``runs`` after one warm-up."""
+    vocab = decoder.embed.weight.shape[0]
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, vocab, (1, prompt_tokens), generator=generator)
+    prompt = prompt.to(decoder.device)
+    start = time.perf_counter()
+    decoder.generate(prompt, new_tokens)
+    setup_s = time.perf_counter() - start
+    rates, ttfts = [], []
+    for _ in range(runs):
+        run = decoder.generate(prompt, new_tokens)
+        rates.append((new_tokens - 1) / (run.end - run.first_token))
+        ttfts.append((run.first_token - run.start) * 1e3)
+    return {
+        "decode_tokens_per_s": statistics.median(rates),
+        "ttft_ms": statistics.median(ttfts),
+        "first_call_s": setup_s,
+        "compiled": decoder.use_compile,
+        "compile_error": decoder.compile_error,
+    }
+
+
+def kernel_table(decoder, steps: int = 20, rows: int = 25) -> str:
+    """The CUDA kernels of ``steps`` decode-step graph replays, by total device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    decoder.position.fill_(decoder.max_len - steps - 1)  # room for every replayed step
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            decoder.graph.replay()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repo")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--kernels", action="store_true", help="print the kernel table")
+    args = parser.parse_args()
+    model = build_on_device(args.repo)
+    decoder = FastDecoder(model, max_len=args.prompt_tokens + args.new_tokens)
+    result = time_decoder(decoder, args.prompt_tokens, args.new_tokens, args.runs)
+    print(json.dumps({"repo": args.repo, **result}), flush=True)
+    if args.kernels and decoder.graph is not None:
+        print(kernel_table(decoder))
+
+
+if __name__ == "__main__":
+    main()
