@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from localbench.backends.fast import FastDecoder, supports
+from localbench.backends.fast import FastDecoder, _argmax, supports
 from localbench.inputs import prompt_ids
 from localbench.loading import load_model
 from localbench.roofline import decode_roofline, kv_cache_bytes, weight_bytes_read_per_token
@@ -76,3 +76,27 @@ def test_roofline_counts_weights_once_and_the_kv_cache(tiny_text_model):
     roofline = decode_roofline(model, 128, 256, bandwidth_gb_per_s=1000.0)
     assert roofline.at_position == 256
     assert roofline.tokens_per_s == pytest.approx(1e12 / roofline.bytes_per_token)
+
+
+def test_decode_and_prefill_trace_as_one_graph(tiny_text_model):
+    """A graph break would put host work between kernels, which CUDA graph capture refuses.
+
+    Tracing with the "eager" backend runs no compiler, so this checks on any machine what
+    the GPU path needs: the whole step is one graph, with no data-dependent Python.
+    """
+    decoder = FastDecoder(tiny_text_model.model, max_len=16)
+    with torch.inference_mode():
+        prefill = torch.compile(decoder._prefill_step, fullgraph=True, backend="eager")
+        prefill(prompt_ids(tiny_text_model.processor, 5))
+        torch.compile(decoder._decode_step, fullgraph=True, backend="eager")()
+    assert decoder.position.item() == 6
+
+
+@pytest.mark.parametrize("size", [7, 1000, 51865, 128256, 151936])
+def test_two_stage_argmax_returns_the_first_maximum(size):
+    generator = torch.Generator().manual_seed(size)
+    values = torch.randn(size, generator=generator).to(torch.bfloat16)
+    assert _argmax(values).item() == values.argmax().item()
+    ties = torch.randint(0, size, (3,), generator=generator)
+    values[ties] = 10.0  # the first of several equal maxima wins, as in torch.argmax
+    assert _argmax(values).item() == ties.min().item()
