@@ -100,3 +100,19 @@ def test_two_stage_argmax_returns_the_first_maximum(size):
     ties = torch.randint(0, size, (3,), generator=generator)
     values[ties] = 10.0  # the first of several equal maxima wins, as in torch.argmax
     assert _argmax(values).item() == ties.min().item()
+
+
+def test_forced_length_never_picks_end_of_sequence(tiny_text_model):
+    """generate()'s min_new_tokens bans the end-of-sequence ids; the fast decoder too."""
+    input_ids = prompt_ids(tiny_text_model.processor, 7)
+    before = _eager_tokens(tiny_text_model, input_ids, 12)
+    config = tiny_text_model.model.generation_config
+    saved = config.eos_token_id
+    try:
+        config.eos_token_id = before[3]  # a token greedy decoding would pick
+        eager = _eager_tokens(tiny_text_model, input_ids, 12)
+        assert before[3] not in eager
+        fast = FastDecoder(tiny_text_model.model, max_len=19).generate(input_ids, 12)
+        assert fast.tokens == eager
+    finally:
+        config.eos_token_id = saved

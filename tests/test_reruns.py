@@ -55,7 +55,7 @@ def test_reordered_keys_comments_and_touch_rerun_nothing(finished_run):
 
 def test_one_models_benchmark_setting_reruns_only_that_model(finished_run):
     edit_config(
-        finished_run, lambda c: c["models"]["whisper-base"].update(benchmark={"new_tokens": 8})
+        finished_run, lambda c: c["models"]["blip-base"].update(benchmark={"new_tokens": 8})
     )
     assert planned_jobs(finished_run) == {
         "benchmark_model": 1,
@@ -89,7 +89,7 @@ def test_a_global_setting_reruns_every_model(finished_run):
     edit_config(finished_run, lambda c: c.update(memory_headroom_gb=0.25))
     jobs = planned_jobs(finished_run)
     assert jobs["fetch_model"] == 7
-    assert jobs["benchmark_model"] == 10  # seven models, three of them with two backends
+    assert jobs["benchmark_model"] == 11  # seven models, four of them with two backends
 
 
 def test_losing_snakemake_metadata_reruns_nothing(finished_run):
@@ -99,7 +99,7 @@ def test_losing_snakemake_metadata_reruns_nothing(finished_run):
 
 def test_adding_a_model_runs_only_that_model(finished_run):
     def add(config):
-        config["models"]["whisper-copy"] = dict(config["models"]["whisper-base"])
+        config["models"]["blip-copy"] = dict(config["models"]["blip-base"])
 
     edit_config(finished_run, add)
     assert planned_jobs(finished_run) == {

@@ -22,6 +22,7 @@ SEED_MODELS = [
 
 
 TEXT_MODELS = SEED_MODELS[:3]
+FAST_MODELS = [*TEXT_MODELS, "whisper-base"]  # configured with both backends
 
 
 def _results(results_dir: Path, backend: str = "eager") -> dict[str, dict]:
@@ -62,16 +63,18 @@ def test_measured_results_follow_the_method(tiny_run):
     assert results["blip2-opt-2.7b"]["inputs"]["prompt"].startswith("Question:")
 
 
-def test_text_models_are_measured_with_both_backends(tiny_run):
+def test_text_models_and_whisper_are_measured_with_both_backends(tiny_run):
     fast = _results(tiny_run, "fast")
     eager = _results(tiny_run)
-    assert sorted(fast) == sorted(TEXT_MODELS)
-    for name in TEXT_MODELS:
+    assert sorted(fast) == sorted(FAST_MODELS)
+    for name in FAST_MODELS:
         assert fast[name]["status"] == "measured"
         assert fast[name]["backend"]["used"] == "fast"
         assert fast[name]["backend"]["cuda_graph"] is False  # no GPU here
-        # Same prompt, greedy: the fast decoder's tokens are eager's tokens.
+        # Same input, greedy: the fast decoder's tokens are eager's tokens.
         assert fast[name]["generated_token_ids"] == eager[name]["generated_token_ids"]
+    assert fast["whisper-base"]["metrics"]["real_time_factor"]["median"] > 0
+    for name in TEXT_MODELS:
         assert fast[name]["roofline"]["tokens_per_s"] > 0
         assert fast[name]["roofline"]["decode_percent_of_roofline"] > 0
 
@@ -79,7 +82,7 @@ def test_text_models_are_measured_with_both_backends(tiny_run):
 def test_csv_has_one_row_per_model_and_backend_from_the_result_files(tiny_run):
     with open(tiny_run / "benchmarks.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
-    assert len(table) == len(SEED_MODELS) + len(TEXT_MODELS)
+    assert len(table) == len(SEED_MODELS) + len(FAST_MODELS)
     rows = {row["model"]: row for row in table if row["backend"] == "eager"}
     assert sorted(rows) == sorted(SEED_MODELS)
     qwen = _results(tiny_run)["qwen2.5-1.5b-instruct"]
@@ -115,9 +118,9 @@ def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
         assert heading in summary, heading
     assert "synthetic weights" in summary
     table_rows = [line for line in summary.splitlines() if line.startswith("| **")]
-    assert len(table_rows) == len(SEED_MODELS) + len(TEXT_MODELS)
-    assert "**Eager against fast**" in summary
-    for name in TEXT_MODELS:
+    assert len(table_rows) == len(SEED_MODELS) + len(FAST_MODELS)
+    assert "### Eager against fast" in summary
+    for name in FAST_MODELS:
         comparison = [line for line in summary.splitlines() if line.startswith(f"| {name} |")]
         assert len(comparison) == 1 and "yes, all" in comparison[0], name
     for line in table_rows:

@@ -241,14 +241,14 @@ def key_findings(rows: list[dict]) -> dict[str, list[str]]:
     if vision:
         quickest = min(vision, key=lambda r: r["latency_median"] or float("inf"))
         findings["Vision-Language Models"] = [
-            f"Lowest per-image latency: {quickest['name']} at "
+            f"Lowest per-image latency: {quickest['label']} at "
             f"{quickest['latency_median']:.0f} ms (median).",
-            *[f"{r['name']}: {r['memory']} peak memory." for r in vision],
+            *[f"{r['label']}: {r['memory']} peak memory." for r in vision],
         ]
     speech = [r for r in rows if r["measured"] and r["category"] == "Speech Recognition"]
     if speech:
         findings["Speech Recognition"] = [
-            f"{r['name']}: real-time factor {r['rtf_median']:.3f} ("
+            f"{r['label']}: real-time factor {r['rtf_median']:.3f} ("
             + ("faster" if r["rtf_median"] < 1 else "slower")
             + " than playback), peak memory "
             + r["memory"]

@@ -125,53 +125,51 @@ class FastRun:
     inter_token_s: list[float] = field(default_factory=list)
 
 
-class FastDecoder:
-    """Greedy decoding of one sequence with a static cache; see the module docstring."""
+def suppressed_logits(vocab_size: int, token_ids, device, dtype) -> torch.Tensor:
+    """An additive bias over the vocabulary: minus infinity at ``token_ids``, zero elsewhere.
 
-    def __init__(
+    Forcing a fixed number of new tokens means the end-of-sequence tokens may not be
+    chosen (generate()'s ``min_new_tokens`` does the same), and Whisper's generation
+    config suppresses further tokens.
+    """
+    bias = torch.zeros(vocab_size, device=device, dtype=dtype)
+    ids = sorted({int(i) for i in token_ids if i is not None and 0 <= int(i) < vocab_size})
+    if ids:
+        bias[torch.tensor(ids, device=device)] = float("-inf")
+    return bias
+
+
+def end_of_sequence_ids(generation_config) -> list[int]:
+    """The end-of-sequence ids of a generation config (one id or a list)."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+class StaticDecoder:
+    """The engine of every fast decoder: static state, compile and capture, the token loop.
+
+    A subclass provides ``_forward(input_ids, positions)`` (the hidden state of the last
+    position, after writing every position to its caches) and ``_logits(hidden)``, and
+    calls ``_setup`` at the end of its ``__init__``.
+    """
+
+    def _setup(
         self,
-        model,
         max_len: int,
+        vocab_size: int,
+        suppress: list[int],
+        suppress_first: list[int] = (),
         use_cuda_graph: bool | None = None,
         use_compile: bool | None = None,
     ) -> None:
-        ok, why = supports(model)
-        if not ok:
-            raise ValueError(why)
-        config = model.config
-        inner = model.model
-        self.model = model
-        self.layers = list(inner.layers)
-        self.embed = inner.embed_tokens
-        self.norm = inner.norm
-        self.lm_head = model.lm_head
-        self.n_heads = config.num_attention_heads
-        self.n_kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
         self.max_len = max_len
-        weight = self.embed.weight
-        self.device, self.dtype = weight.device, weight.dtype
-        shape = (1, self.n_kv_heads, max_len, self.head_dim)
-        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.values = [torch.zeros_like(k) for k in self.keys]
         self.positions = torch.arange(max_len, device=self.device)
-        # The model's own rotary embedding gives the exact cos/sin it would use
-        # (rope scaling included), once for every position.
-        probe = torch.zeros(1, 1, self.head_dim, device=self.device, dtype=self.dtype)
-        cos, sin = inner.rotary_emb(probe, self.positions[None])
-        self.cos, self.sin = cos[0], sin[0]
-        self.scaling = [
-            getattr(layer.self_attn, "scaling", self.head_dim**-0.5) for layer in self.layers
-        ]
-        self.qkv = [
-            _fuse_rows([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
-            for layer in self.layers
-        ]
-        self.gate_up = [
-            _fuse_rows([layer.mlp.gate_proj, layer.mlp.up_proj])[0] for layer in self.layers
-        ]
-        self.q_size = self.n_heads * self.head_dim
-        self.kv_size = self.n_kv_heads * self.head_dim
+        self.suppress = suppressed_logits(vocab_size, suppress, self.device, self.dtype)
+        self.suppress_first = suppressed_logits(
+            vocab_size, [*suppress, *suppress_first], self.device, self.dtype
+        )
         # Decode-step state, at fixed addresses so a CUDA graph can replay it.
         self.token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
         self.position = torch.zeros(1, dtype=torch.long, device=self.device)
@@ -191,47 +189,20 @@ class FastDecoder:
             self._prefill = torch.compile(self._prefill_step, fullgraph=True, dynamic=False)
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Hidden state of the last position after writing all positions to the cache."""
-        length = input_ids.shape[1]
-        x = self.embed(input_ids)
-        cos = self.cos[positions][None, None]
-        sin = self.sin[positions][None, None]
-        mask = self.positions[None, :] <= positions[:, None]
-        for index, layer in enumerate(self.layers):
-            attention, mlp = layer.self_attn, layer.mlp
-            h = layer.input_layernorm(x)
-            weight, bias = self.qkv[index]
-            # Product and bias apart: the compiler fuses a bias-free batch-1 product with
-            # the norm before it, where a fused bias would send it to a library kernel.
-            qkv = F.linear(h, weight)
-            if bias is not None:
-                qkv = qkv + bias
-            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-            q = q.view(1, length, self.n_heads, self.head_dim).transpose(1, 2)
-            k = k.view(1, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            v = v.view(1, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            self.keys[index].index_copy_(2, positions, k)
-            self.values[index].index_copy_(2, positions, v)
-            out = _grouped_attention(
-                q, self.keys[index], self.values[index], mask, self.scaling[index]
-            )
-            out = out.transpose(1, 2).reshape(1, length, self.q_size)
-            x = x + attention.o_proj(out)
-            gate, up = F.linear(layer.post_attention_layernorm(x), self.gate_up[index]).chunk(
-                2, dim=-1
-            )
-            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
-        return self.norm(x[:, -1:])
+        raise NotImplementedError
 
-    def _next_token(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(self._forward(input_ids, positions))
-        return _argmax(logits.view(-1)).view(1, 1)
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _next_token(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, suppress: torch.Tensor
+    ) -> torch.Tensor:
+        logits = self._logits(self._forward(input_ids, positions)).view(-1) + suppress
+        return _argmax(logits).view(1, 1)
 
     def _decode_step(self) -> None:
         """Generate the token after ``self.position``; all state stays on the device."""
-        following = self._next_token(self.token, self.position)
+        following = self._next_token(self.token, self.position, self.suppress)
         self.output.index_copy_(1, self.position + 1, following)
         self.token.copy_(following)
         self.position.add_(1)
@@ -239,7 +210,7 @@ class FastDecoder:
     def _prefill_step(self, prompt: torch.Tensor) -> None:
         """Run the prompt, write its first generated token, set the decode state."""
         length = prompt.shape[1]
-        first = self._next_token(prompt, self.positions[:length])
+        first = self._next_token(prompt, self.positions[:length], self.suppress_first)
         self.output[:, length : length + 1].copy_(first)
         self.token.copy_(first)
         self.position.fill_(length)
@@ -333,3 +304,95 @@ class FastDecoder:
         return FastRun(
             tokens=tokens, start=start, first_token=first_token, end=end, inter_token_s=gaps
         )
+
+
+class FastDecoder(StaticDecoder):
+    """Greedy decoding of one sequence of a Llama-family model; see the module docstring."""
+
+    def __init__(
+        self,
+        model,
+        max_len: int,
+        use_cuda_graph: bool | None = None,
+        use_compile: bool | None = None,
+    ) -> None:
+        ok, why = supports(model)
+        if not ok:
+            raise ValueError(why)
+        config = model.config
+        inner = model.model
+        self.model = model
+        self.layers = list(inner.layers)
+        self.embed = inner.embed_tokens
+        self.norm = inner.norm
+        self.lm_head = model.lm_head
+        self.n_heads = config.num_attention_heads
+        self.n_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        weight = self.embed.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        shape = (1, self.n_kv_heads, max_len, self.head_dim)
+        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        # The model's own rotary embedding gives the exact cos/sin it would use
+        # (rope scaling included), once for every position.
+        probe = torch.zeros(1, 1, self.head_dim, device=self.device, dtype=self.dtype)
+        cos, sin = inner.rotary_emb(probe, torch.arange(max_len, device=self.device)[None])
+        self.cos, self.sin = cos[0], sin[0]
+        self.scaling = [
+            getattr(layer.self_attn, "scaling", self.head_dim**-0.5) for layer in self.layers
+        ]
+        self.qkv = [
+            _fuse_rows([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
+            for layer in self.layers
+        ]
+        self.gate_up = [
+            _fuse_rows([layer.mlp.gate_proj, layer.mlp.up_proj])[0] for layer in self.layers
+        ]
+        self.q_size = self.n_heads * self.head_dim
+        self.kv_size = self.n_kv_heads * self.head_dim
+        self._setup(
+            max_len,
+            self.lm_head.out_features,
+            end_of_sequence_ids(model.generation_config),
+            use_cuda_graph=use_cuda_graph,
+            use_compile=use_compile,
+        )
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Hidden state of the last position after writing all positions to the cache."""
+        length = input_ids.shape[1]
+        x = self.embed(input_ids)
+        cos = self.cos[positions][None, None]
+        sin = self.sin[positions][None, None]
+        mask = self.positions[None, :] <= positions[:, None]
+        for index, layer in enumerate(self.layers):
+            attention, mlp = layer.self_attn, layer.mlp
+            h = layer.input_layernorm(x)
+            weight, bias = self.qkv[index]
+            # Product and bias apart: the compiler fuses a bias-free batch-1 product with
+            # the norm before it, where a fused bias would send it to a library kernel.
+            qkv = F.linear(h, weight)
+            if bias is not None:
+                qkv = qkv + bias
+            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            q = q.view(1, length, self.n_heads, self.head_dim).transpose(1, 2)
+            k = k.view(1, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(1, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.keys[index].index_copy_(2, positions, k)
+            self.values[index].index_copy_(2, positions, v)
+            out = _grouped_attention(
+                q, self.keys[index], self.values[index], mask, self.scaling[index]
+            )
+            out = out.transpose(1, 2).reshape(1, length, self.q_size)
+            x = x + attention.o_proj(out)
+            gate, up = F.linear(layer.post_attention_layernorm(x), self.gate_up[index]).chunk(
+                2, dim=-1
+            )
+            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
+        return self.norm(x[:, -1:])
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)

@@ -6,9 +6,13 @@ divided by the audio's duration (below 1.0 is faster than playback).
 
 from __future__ import annotations
 
+import time
+
 import torch
 from transformers import GenerationMixin
 
+from localbench.backends.whisper import WhisperFastDecoder
+from localbench.device import synchronize
 from localbench.inputs import benchmark_audio
 from localbench.scenarios.common import generation_metrics
 from localbench.stats import Measurement
@@ -29,25 +33,23 @@ def decoder_prompt(generation_config) -> list[int]:
     return prompt
 
 
-def measure(loaded, bench: dict) -> dict:
-    """Real-time factor, latency, first-token time and decode rate of transcription."""
-    seconds = float(bench["audio_seconds"])
-    audio = benchmark_audio(seconds, SAMPLING_RATE)
-    processor = loaded.processor
+def _features(loaded, audio):
+    features = loaded.processor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+    return features.input_features.to(loaded.device, loaded.dtype)
+
+
+def _eager(loaded, audio, prompt, bench: dict):
     kwargs = greedy_fixed_length(bench["new_tokens"])
-    prompt = torch.tensor([decoder_prompt(loaded.model.generation_config)], device=loaded.device)
 
     def request(stopping_criteria):
         # Feature extraction is part of the request, so it runs inside the timed call.
-        features = processor(audio, sampling_rate=SAMPLING_RATE, return_tensors="pt")
-        input_features = features.input_features.to(loaded.device, loaded.dtype)
         # Short-form decoding of one 30 s window through the generic generate(): Whisper's
         # own generate() adds timestamp-driven segment seeking, which turns a forced token
         # count into a variable one. The prompt fixes language and task, so no language
         # detection pass runs either.
         return GenerationMixin.generate(
             loaded.model,
-            input_features=input_features,
+            input_features=_features(loaded, audio),
             decoder_input_ids=prompt,
             stopping_criteria=stopping_criteria,
             **kwargs,
@@ -57,17 +59,62 @@ def measure(loaded, bench: dict) -> dict:
         return timed_generate(loaded.device, request)
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    return runs, runs[-1].extra["output"][0, prompt.shape[1] :].tolist(), {}
+
+
+def _fast(loaded, audio, prompt, bench: dict):
+    decoder = WhisperFastDecoder(loaded.model, max_len=prompt.shape[1] + bench["new_tokens"])
+
+    def once() -> Run:
+        synchronize(loaded.device)
+        start = time.perf_counter()
+        decoder.encode(_features(loaded, audio))
+        run = decoder.generate(prompt, bench["new_tokens"])
+        return Run(
+            start=start,
+            first_token=run.first_token,
+            last_token=run.end,
+            end=run.end,
+            tokens=len(run.tokens),
+            inter_token_s=run.inter_token_s,
+            extra={"tokens": run.tokens},
+        )
+
+    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    details = {
+        "cuda_graph": decoder.graph is not None,
+        "compiled": decoder.use_compile,
+        "compile_error": decoder.compile_error,
+        "graph_capture_s": decoder.capture_s,
+        "timer": (
+            "start: host clock after a device sync, before feature extraction and the "
+            "encoder; first token: after a device sync; inter-token gaps: CUDA events "
+            "between graph replays (host clock on CPU), no sync per token"
+        ),
+    }
+    return runs, runs[-1].extra["tokens"], details
+
+
+def measure(loaded, bench: dict, backend: str = "eager") -> dict:
+    """Real-time factor, latency, first-token time and decode rate of transcription."""
+    seconds = float(bench["audio_seconds"])
+    audio = benchmark_audio(seconds, SAMPLING_RATE)
+    prompt = torch.tensor([decoder_prompt(loaded.model.generation_config)], device=loaded.device)
+    runner = _fast if backend == "fast" else _eager
+    runs, tokens, details = runner(loaded, audio, prompt, bench)
     metrics = generation_metrics(runs)
     metrics["real_time_factor"] = Measurement.from_values(
         [r.latency_s / seconds for r in runs], "x"
     ).to_dict()
-    text = processor.batch_decode(runs[-1].extra["output"], skip_special_tokens=True)[0]
+    text = loaded.processor.decode(tokens, skip_special_tokens=True)
     return {
         "metrics": metrics,
+        "backend": {"requested": backend, "used": backend, "note": None, **details},
         "inputs": {
             "audio_seconds": seconds,
             "sampling_rate": SAMPLING_RATE,
             "new_tokens": bench["new_tokens"],
         },
+        "generated_token_ids": tokens,
         "sample_output": text.strip()[:200],
     }
