@@ -35,12 +35,13 @@ def _eager_tokens(loaded, input_ids, new_tokens):
     return output[0, input_ids.shape[1] :].tolist()
 
 
+@pytest.mark.parametrize("fuse", [False, True], ids=["as-loaded", "fused"])
 @pytest.mark.parametrize("prompt_tokens", [1, 7, 40])
-def test_fast_greedy_tokens_equal_eager(tiny_text_model, prompt_tokens):
+def test_fast_greedy_tokens_equal_eager(tiny_text_model, prompt_tokens, fuse):
     input_ids = prompt_ids(tiny_text_model.processor, prompt_tokens)
     new_tokens = 24
     eager = _eager_tokens(tiny_text_model, input_ids, new_tokens)
-    decoder = FastDecoder(tiny_text_model.model, max_len=prompt_tokens + new_tokens)
+    decoder = FastDecoder(tiny_text_model.model, max_len=prompt_tokens + new_tokens, fuse=fuse)
     fast = decoder.generate(input_ids, new_tokens)
     assert fast.tokens == eager
     assert len(fast.inter_token_s) == new_tokens - 1
@@ -78,13 +79,14 @@ def test_roofline_counts_weights_once_and_the_kv_cache(tiny_text_model):
     assert roofline.tokens_per_s == pytest.approx(1e12 / roofline.bytes_per_token)
 
 
-def test_decode_and_prefill_trace_as_one_graph(tiny_text_model):
+@pytest.mark.parametrize("fuse", [False, True], ids=["as-loaded", "fused"])
+def test_decode_and_prefill_trace_as_one_graph(tiny_text_model, fuse):
     """A graph break would put host work between kernels, which CUDA graph capture refuses.
 
     Tracing with the "eager" backend runs no compiler, so this checks on any machine what
     the GPU path needs: the whole step is one graph, with no data-dependent Python.
     """
-    decoder = FastDecoder(tiny_text_model.model, max_len=16)
+    decoder = FastDecoder(tiny_text_model.model, max_len=16, fuse=fuse)
     with torch.inference_mode():
         prefill = torch.compile(decoder._prefill_step, fullgraph=True, backend="eager")
         prefill(prompt_ids(tiny_text_model.processor, 5))
@@ -116,3 +118,12 @@ def test_forced_length_never_picks_end_of_sequence(tiny_text_model):
         assert fast.tokens == eager
     finally:
         config.eos_token_id = saved
+
+
+def test_cpu_weights_are_not_copied_into_fused_matrices(tiny_text_model):
+    """On the CPU the checkpoint's mapped weights stay in place (a fused copy adds memory)."""
+    attention = tiny_text_model.model.model.layers[0].self_attn
+    before = attention.q_proj.weight.data_ptr()
+    decoder = FastDecoder(tiny_text_model.model, max_len=16)
+    assert not decoder.fused and decoder.qkv == []
+    assert attention.q_proj.weight.data_ptr() == before

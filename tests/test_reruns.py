@@ -89,7 +89,7 @@ def test_a_global_setting_reruns_every_model(finished_run):
     edit_config(finished_run, lambda c: c.update(memory_headroom_gb=0.25))
     jobs = planned_jobs(finished_run)
     assert jobs["fetch_model"] == 7
-    assert jobs["benchmark_model"] == 11  # seven models, four of them with two backends
+    assert jobs["benchmark_model"] == 12  # seven models, five of them with two backends
 
 
 def test_losing_snakemake_metadata_reruns_nothing(finished_run):

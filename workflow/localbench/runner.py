@@ -62,16 +62,7 @@ def _measure(model, settings: dict, environment: dict) -> dict:
         return SCENARIOS["text-generation"](
             model, settings["benchmark"], backend=backend, bandwidth_gb_per_s=bandwidth
         )
-    if settings["task"] == "speech-recognition":
-        return SCENARIOS["speech-recognition"](model, settings["benchmark"], backend=backend)
-    measured = SCENARIOS[settings["task"]](model, settings["benchmark"])
-    note = (
-        None
-        if backend == "eager"
-        else "the fast backend covers text generation and Whisper so far; ran eager"
-    )
-    measured["backend"] = {"requested": backend, "used": "eager", "note": note}
-    return measured
+    return SCENARIOS[settings["task"]](model, settings["benchmark"], backend=backend)
 
 
 def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: dict) -> dict:

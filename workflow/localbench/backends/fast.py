@@ -7,9 +7,11 @@ token. This decoder keeps only the work the model needs, in the spirit of gpt-fa
 - a static KV cache allocated once for prompt + new tokens;
 - attention over the whole cache with a position mask, so every decode step has the
   same shapes and the same memory addresses;
-- the query, key and value projections, and the MLP's gate and up projections, run as
-  one matrix each (the model's weights are re-pointed into the fused matrix, so no
-  memory is added): fewer, larger matrix-vector products per layer;
+- on an accelerator, the query, key and value projections, and the MLP's gate and up
+  projections, run as one matrix each (the model's weights are re-pointed into the fused
+  matrix, so no memory is added): fewer, larger matrix-vector products per layer (on
+  the CPU the weights stay memory-mapped from the checkpoint, where a fused copy would
+  add memory, so the projections run as loaded);
 - attention written out for grouped heads (a batched product per key/value head, a
   masked float32 softmax) so the compiler fuses it into a few kernels;
 - greedy argmax on the device, the next token and position written in place;
@@ -150,9 +152,11 @@ def end_of_sequence_ids(generation_config) -> list[int]:
 class StaticDecoder:
     """The engine of every fast decoder: static state, compile and capture, the token loop.
 
-    A subclass provides ``_forward(input_ids, positions)`` (the hidden state of the last
-    position, after writing every position to its caches) and ``_logits(hidden)``, and
-    calls ``_setup`` at the end of its ``__init__``.
+    A subclass provides ``_embed(input_ids, positions, prefill)`` (the input vectors;
+    ``prefill`` is true for the prompt, where a multimodal model places its image
+    features), ``_forward(x, positions)`` (the hidden state of the last position, after
+    writing every position to its caches) and ``_logits(hidden)``, and calls ``_setup``
+    at the end of its ``__init__``.
     """
 
     def _setup(
@@ -188,21 +192,26 @@ class StaticDecoder:
             self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False)
             self._prefill = torch.compile(self._prefill_step, fullgraph=True, dynamic=False)
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
+        raise NotImplementedError
+
+    def _forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _next_token(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, suppress: torch.Tensor
+        self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool
     ) -> torch.Tensor:
-        logits = self._logits(self._forward(input_ids, positions)).view(-1) + suppress
+        x = self._embed(input_ids, positions, prefill)
+        suppress = self.suppress_first if prefill else self.suppress
+        logits = self._logits(self._forward(x, positions)).view(-1) + suppress
         return _argmax(logits).view(1, 1)
 
     def _decode_step(self) -> None:
         """Generate the token after ``self.position``; all state stays on the device."""
-        following = self._next_token(self.token, self.position, self.suppress)
+        following = self._next_token(self.token, self.position, prefill=False)
         self.output.index_copy_(1, self.position + 1, following)
         self.token.copy_(following)
         self.position.add_(1)
@@ -210,7 +219,7 @@ class StaticDecoder:
     def _prefill_step(self, prompt: torch.Tensor) -> None:
         """Run the prompt, write its first generated token, set the decode state."""
         length = prompt.shape[1]
-        first = self._next_token(prompt, self.positions[:length], self.suppress_first)
+        first = self._next_token(prompt, self.positions[:length], prefill=True)
         self.output[:, length : length + 1].copy_(first)
         self.token.copy_(first)
         self.position.fill_(length)
@@ -315,6 +324,7 @@ class FastDecoder(StaticDecoder):
         max_len: int,
         use_cuda_graph: bool | None = None,
         use_compile: bool | None = None,
+        fuse: bool | None = None,
     ) -> None:
         ok, why = supports(model)
         if not ok:
@@ -342,13 +352,16 @@ class FastDecoder(StaticDecoder):
         self.scaling = [
             getattr(layer.self_attn, "scaling", self.head_dim**-0.5) for layer in self.layers
         ]
-        self.qkv = [
-            _fuse_rows([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
-            for layer in self.layers
-        ]
-        self.gate_up = [
-            _fuse_rows([layer.mlp.gate_proj, layer.mlp.up_proj])[0] for layer in self.layers
-        ]
+        # On the CPU the loaded weights stay memory-mapped from the checkpoint file, and the
+        # mapping keeps the originals resident: a fused copy would add their size to the
+        # process. Elsewhere loading copied them to the device, and fusing adds nothing.
+        self.fused = self.device.type != "cpu" if fuse is None else fuse
+        self.qkv, self.gate_up = [], []
+        if self.fused:
+            for layer in self.layers:
+                attention = layer.self_attn
+                self.qkv.append(_fuse_rows([attention.q_proj, attention.k_proj, attention.v_proj]))
+                self.gate_up.append(_fuse_rows([layer.mlp.gate_proj, layer.mlp.up_proj])[0])
         self.q_size = self.n_heads * self.head_dim
         self.kv_size = self.n_kv_heads * self.head_dim
         self._setup(
@@ -359,23 +372,28 @@ class FastDecoder(StaticDecoder):
             use_compile=use_compile,
         )
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
+        return self.embed(input_ids)
+
+    def _forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hidden state of the last position after writing all positions to the cache."""
-        length = input_ids.shape[1]
-        x = self.embed(input_ids)
+        length = x.shape[1]
         cos = self.cos[positions][None, None]
         sin = self.sin[positions][None, None]
         mask = self.positions[None, :] <= positions[:, None]
         for index, layer in enumerate(self.layers):
             attention, mlp = layer.self_attn, layer.mlp
             h = layer.input_layernorm(x)
-            weight, bias = self.qkv[index]
-            # Product and bias apart: the compiler fuses a bias-free batch-1 product with
-            # the norm before it, where a fused bias would send it to a library kernel.
-            qkv = F.linear(h, weight)
-            if bias is not None:
-                qkv = qkv + bias
-            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            if self.fused:
+                weight, bias = self.qkv[index]
+                # Product and bias apart: the compiler fuses a bias-free batch-1 product
+                # with the norm before it, where a fused bias sends it to a library kernel.
+                qkv = F.linear(h, weight)
+                if bias is not None:
+                    qkv = qkv + bias
+                q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            else:
+                q, k, v = attention.q_proj(h), attention.k_proj(h), attention.v_proj(h)
             q = q.view(1, length, self.n_heads, self.head_dim).transpose(1, 2)
             k = k.view(1, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
             v = v.view(1, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -388,10 +406,12 @@ class FastDecoder(StaticDecoder):
             )
             out = out.transpose(1, 2).reshape(1, length, self.q_size)
             x = x + attention.o_proj(out)
-            gate, up = F.linear(layer.post_attention_layernorm(x), self.gate_up[index]).chunk(
-                2, dim=-1
-            )
-            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
+            h = layer.post_attention_layernorm(x)
+            if self.fused:
+                gate, up = F.linear(h, self.gate_up[index]).chunk(2, dim=-1)
+                x = x + mlp.down_proj(mlp.act_fn(gate) * up)
+            else:
+                x = x + mlp(h)
         return self.norm(x[:, -1:])
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -94,10 +94,12 @@ class WhisperFastDecoder(StaticDecoder):
             self.cross_keys[index].copy_(self._heads(layer.encoder_attn.k_proj(hidden)))
             self.cross_values[index].copy_(self._heads(layer.encoder_attn.v_proj(hidden)))
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
+        return self.embed(input_ids) + self.position_table[positions][None]
+
+    def _forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hidden state of the last position after writing all positions to the cache."""
-        length = input_ids.shape[1]
-        x = self.embed(input_ids) + self.position_table[positions][None]
+        length = x.shape[1]
         mask = self.positions[None, :] <= positions[:, None]
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn

@@ -1,5 +1,6 @@
-"""What is measured for each task. Each scenario takes a loaded model and the benchmark
-settings and returns its metrics; none of them loads models or writes files."""
+"""What is measured for each task. Each scenario takes a loaded model, the benchmark
+settings and the backend (eager or fast; a model without a fast decoder runs eager and
+its result says so) and returns its metrics; none of them loads models or writes files."""
 
 from __future__ import annotations
 
