@@ -12,8 +12,10 @@ token. This decoder keeps only the work the model needs, in the spirit of gpt-fa
   matrix, so no memory is added): fewer, larger matrix-vector products per layer (on
   the CPU the weights stay memory-mapped from the checkpoint, where a fused copy would
   add memory, so the projections run as loaded);
-- attention written out for grouped heads (a batched product per key/value head, a
-  masked float32 softmax) so the compiler fuses it into a few kernels;
+- decode-step attention written out for grouped heads (a batched product per key/value
+  head, a masked float32 softmax) so the compiler fuses it into a few kernels; the
+  prompt's attention is causal over its own keys, through the same
+  ``scaled_dot_product_attention`` kernel that ``generate()`` uses;
 - greedy argmax on the device, the next token and position written in place;
 - on CUDA the decode step and the prefill (for the prompt's length) are compiled with
   ``torch.compile`` (fewer, fused kernels) and captured once as CUDA graphs: one launch
@@ -363,6 +365,7 @@ class FastDecoder(StaticDecoder):
                 self.qkv.append(_fuse_rows([attention.q_proj, attention.k_proj, attention.v_proj]))
                 self.gate_up.append(_fuse_rows([layer.mlp.gate_proj, layer.mlp.up_proj])[0])
         self.q_size = self.n_heads * self.head_dim
+        self.grouped_heads = bool(self.n_kv_heads != self.n_heads)  # a constant to the compiler
         self.kv_size = self.n_kv_heads * self.head_dim
         self._setup(
             max_len,
@@ -401,9 +404,21 @@ class FastDecoder(StaticDecoder):
             k = k * cos + _rotate_half(k) * sin
             self.keys[index].index_copy_(2, positions, k)
             self.values[index].index_copy_(2, positions, v)
-            out = _grouped_attention(
-                q, self.keys[index], self.values[index], mask, self.scaling[index]
-            )
+            if length > 1:
+                # The prompt always starts at position 0 and fills the cache from there:
+                # causal attention over its own keys, the kernel generate() uses too.
+                out = F.scaled_dot_product_attention(
+                    q,
+                    k,
+                    v,
+                    is_causal=True,
+                    scale=self.scaling[index],
+                    enable_gqa=self.grouped_heads,
+                )
+            else:
+                out = _grouped_attention(
+                    q, self.keys[index], self.values[index], mask, self.scaling[index]
+                )
             out = out.transpose(1, 2).reshape(1, length, self.q_size)
             x = x + attention.o_proj(out)
             h = layer.post_attention_layernorm(x)
