@@ -68,7 +68,7 @@ def test_blip2_image_features_change_the_answer(tiny_blip2):
     assert answers[0] != answers[1]
 
 
-def test_blip_base_is_not_supported(tmp_path):
+def test_blip_base_is_not_the_blip2_decoders(tmp_path):
     build_synthetic_checkpoint("Salesforce/blip-image-captioning-base", "tiny", tmp_path / "b")
     loaded = load_model(tmp_path / "b", "image-captioning", torch.float32, torch.device("cpu"))
     ok, why = supports(loaded.model)

@@ -58,7 +58,7 @@ def test_one_models_benchmark_setting_reruns_only_that_model(finished_run):
         finished_run, lambda c: c["models"]["blip-base"].update(benchmark={"new_tokens": 8})
     )
     assert planned_jobs(finished_run) == {
-        "benchmark_model": 1,
+        "benchmark_model": 2,  # its eager and fast jobs, nobody else's
         "aggregate_results": 1,
         "render_summary": 1,
         "report": 1,
@@ -77,7 +77,7 @@ def test_dtype_change_rebenchmarks_both_backends_without_refetching(finished_run
 def test_revision_change_refetches_that_model_only(finished_run):
     edit_config(finished_run, lambda c: c["models"]["blip-base"].update(revision="v2"))
     jobs = planned_jobs(finished_run)
-    assert jobs["fetch_model"] == 1 and jobs["benchmark_model"] == 1
+    assert jobs["fetch_model"] == 1 and jobs["benchmark_model"] == 2  # eager and fast
 
 
 def test_disabling_a_model_drops_its_row_without_rerunning_others(finished_run):
@@ -89,7 +89,7 @@ def test_a_global_setting_reruns_every_model(finished_run):
     edit_config(finished_run, lambda c: c.update(memory_headroom_gb=0.25))
     jobs = planned_jobs(finished_run)
     assert jobs["fetch_model"] == 7
-    assert jobs["benchmark_model"] == 12  # seven models, five of them with two backends
+    assert jobs["benchmark_model"] == 13  # seven models, six of them with two backends
 
 
 def test_losing_snakemake_metadata_reruns_nothing(finished_run):
@@ -104,7 +104,7 @@ def test_adding_a_model_runs_only_that_model(finished_run):
     edit_config(finished_run, add)
     assert planned_jobs(finished_run) == {
         "fetch_model": 1,
-        "benchmark_model": 1,
+        "benchmark_model": 2,  # eager and fast
         "aggregate_results": 1,
         "render_summary": 1,
         "report": 1,

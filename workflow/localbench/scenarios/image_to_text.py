@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 
-from localbench.backends import blip2
+import torch
+
+from localbench.backends import blip, blip2
 from localbench.device import synchronize
 from localbench.inputs import QUESTION, benchmark_image
 from localbench.scenarios.common import generation_metrics
@@ -42,16 +44,39 @@ def _eager(loaded, image, prompt, bench: dict):
     return runs, runs[-1].extra["output"][0, -bench["new_tokens"] :].tolist(), {}
 
 
+# The fast decoder of each vision-language architecture: its support check and class.
+FAST_DECODERS = [(blip2.supports, blip2.Blip2FastDecoder), (blip.supports, blip.BlipFastDecoder)]
+
+
+def fast_decoder_class(model):
+    """The fast decoder class for ``model``, or None and the reasons none applies."""
+    reasons = []
+    for supports, decoder_class in FAST_DECODERS:
+        ok, why = supports(model)
+        if ok:
+            return decoder_class, ""
+        reasons.append(why)
+    return None, "; ".join(reasons)
+
+
+def _prompt_ids(loaded, inputs):
+    """The decoder prompt: the processor's ids (BLIP-2), or BLIP's start token."""
+    if "input_ids" in inputs:
+        return inputs["input_ids"]
+    return torch.tensor([blip.start_ids(loaded.model)], device=loaded.device)
+
+
 def _fast(loaded, image, prompt, bench: dict):
-    prompt_length = _inputs(loaded, image, prompt)["input_ids"].shape[1]
-    decoder = blip2.Blip2FastDecoder(loaded.model, max_len=prompt_length + bench["new_tokens"])
+    decoder_class, _ = fast_decoder_class(loaded.model)
+    prompt_length = _prompt_ids(loaded, _inputs(loaded, image, prompt)).shape[1]
+    decoder = decoder_class(loaded.model, max_len=prompt_length + bench["new_tokens"])
 
     def once() -> Run:
         synchronize(loaded.device)
         start = time.perf_counter()
         inputs = _inputs(loaded, image, prompt)
         decoder.encode(inputs["pixel_values"])
-        run = decoder.generate(inputs["input_ids"], bench["new_tokens"])
+        run = decoder.generate(_prompt_ids(loaded, inputs), bench["new_tokens"])
         return Run(
             start=start,
             first_token=run.first_token,
@@ -86,8 +111,8 @@ def measure(loaded, bench: dict, backend: str = "eager") -> dict:
     )
     backend_used, note = backend, None
     if backend == "fast":
-        ok, why = blip2.supports(loaded.model)
-        if not ok:
+        decoder_class, why = fast_decoder_class(loaded.model)
+        if decoder_class is None:
             backend_used, note = "eager", f"fast backend not available ({why}); ran eager"
     runner = _fast if backend_used == "fast" else _eager
     runs, tokens, details = runner(loaded, image, prompt, bench)
