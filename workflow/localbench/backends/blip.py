@@ -61,9 +61,6 @@ class BlipFastDecoder(StaticDecoder):
         self.head_dim = self.width // self.n_heads
         weight = self.word_embeddings.weight
         self.device, self.dtype = weight.device, weight.dtype
-        shape = (1, self.n_heads, max_len, self.head_dim)
-        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.values = [torch.zeros_like(k) for k in self.keys]
         self.cross_keys: list[torch.Tensor] = []
         self.cross_values: list[torch.Tensor] = []
         self._setup(
@@ -73,9 +70,6 @@ class BlipFastDecoder(StaticDecoder):
             use_cuda_graph=use_cuda_graph,
             use_compile=use_compile,
         )
-
-    def _heads(self, states: torch.Tensor) -> torch.Tensor:
-        return states.view(1, -1, self.n_heads, self.head_dim).transpose(1, 2)
 
     @torch.inference_mode()
     def encode(self, pixel_values: torch.Tensor) -> None:

@@ -67,9 +67,6 @@ class Blip2FastDecoder(StaticDecoder):
         self.head_dim = self.width // self.n_heads
         weight = self.embed.weight
         self.device, self.dtype = weight.device, weight.dtype
-        shape = (1, self.n_heads, max_len, self.head_dim)
-        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.values = [torch.zeros_like(k) for k in self.keys]
         queries = (1, model.config.num_query_tokens, self.embed.embedding_dim)
         self.image_features = torch.zeros(queries, device=self.device, dtype=self.dtype)
         self._setup(
@@ -97,9 +94,6 @@ class Blip2FastDecoder(StaticDecoder):
         if self.project_in is not None:
             x = self.project_in(x)
         return x + self.position_table[positions + POSITION_OFFSET][None]
-
-    def _heads(self, states: torch.Tensor) -> torch.Tensor:
-        return states.view(1, -1, self.n_heads, self.head_dim).transpose(1, 2)
 
     def _forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hidden state of the last position after writing all positions to the cache."""

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from localbench.timing import Run
+
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 
 
@@ -128,6 +130,18 @@ class FastRun:
     end: float
     inter_token_s: list[float] = field(default_factory=list)
 
+    def to_run(self, start: float | None = None) -> Run:
+        """The timing record of this generation; ``start`` if the request began earlier."""
+        return Run(
+            start=self.start if start is None else start,
+            first_token=self.first_token,
+            last_token=self.end,
+            end=self.end,
+            tokens=len(self.tokens),
+            inter_token_s=self.inter_token_s,
+            extra={"tokens": self.tokens},
+        )
+
 
 def suppressed_logits(vocab_size: int, token_ids, device, dtype) -> torch.Tensor:
     """An additive bias over the vocabulary: minus infinity at ``token_ids``, zero elsewhere.
@@ -167,10 +181,16 @@ class StaticDecoder:
         vocab_size: int,
         suppress: list[int],
         suppress_first: list[int] = (),
+        kv_heads: int | None = None,
         use_cuda_graph: bool | None = None,
         use_compile: bool | None = None,
     ) -> None:
+        """Allocate the self-attention cache (``kv_heads``, default ``self.n_heads``, of
+        ``self.head_dim`` per layer in ``self.layers``) and the decode-step state."""
         self.max_len = max_len
+        shape = (1, kv_heads or self.n_heads, max_len, self.head_dim)
+        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
+        self.values = [torch.zeros_like(k) for k in self.keys]
         self.positions = torch.arange(max_len, device=self.device)
         self.suppress = suppressed_logits(vocab_size, suppress, self.device, self.dtype)
         self.suppress_first = suppressed_logits(
@@ -193,6 +213,20 @@ class StaticDecoder:
         if self.use_compile:
             self._step = torch.compile(self._decode_step, fullgraph=True, dynamic=False)
             self._prefill = torch.compile(self._prefill_step, fullgraph=True, dynamic=False)
+
+    def details(self, timer: str) -> dict:
+        """What a result records about this decoder: graphs, compilation, the timer."""
+        return {
+            "cuda_graph": self.graph is not None,
+            "compiled": self.use_compile,
+            "compile_error": self.compile_error,
+            "graph_capture_s": self.capture_s,
+            "timer": timer,
+        }
+
+    def _heads(self, states: torch.Tensor, heads: int | None = None) -> torch.Tensor:
+        """(1, T, heads * head_dim) projections as (1, heads, T, head_dim)."""
+        return states.view(1, -1, heads or self.n_heads, self.head_dim).transpose(1, 2)
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
         raise NotImplementedError
@@ -343,9 +377,6 @@ class FastDecoder(StaticDecoder):
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
         weight = self.embed.weight
         self.device, self.dtype = weight.device, weight.dtype
-        shape = (1, self.n_kv_heads, max_len, self.head_dim)
-        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.values = [torch.zeros_like(k) for k in self.keys]
         # The model's own rotary embedding gives the exact cos/sin it would use
         # (rope scaling included), once for every position.
         probe = torch.zeros(1, 1, self.head_dim, device=self.device, dtype=self.dtype)
@@ -371,6 +402,7 @@ class FastDecoder(StaticDecoder):
             max_len,
             self.lm_head.out_features,
             end_of_sequence_ids(model.generation_config),
+            kv_heads=self.n_kv_heads,
             use_cuda_graph=use_cuda_graph,
             use_compile=use_compile,
         )
@@ -397,9 +429,8 @@ class FastDecoder(StaticDecoder):
                 q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
             else:
                 q, k, v = attention.q_proj(h), attention.k_proj(h), attention.v_proj(h)
-            q = q.view(1, length, self.n_heads, self.head_dim).transpose(1, 2)
-            k = k.view(1, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            v = v.view(1, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            q = self._heads(q)
+            k, v = self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.keys[index].index_copy_(2, positions, k)

@@ -60,9 +60,6 @@ class WhisperFastDecoder(StaticDecoder):
         self.head_dim = self.width // self.n_heads
         weight = self.embed.weight
         self.device, self.dtype = weight.device, weight.dtype
-        shape = (1, self.n_heads, max_len, self.head_dim)
-        self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
-        self.values = [torch.zeros_like(k) for k in self.keys]
         frames = (1, self.n_heads, config.max_source_positions, self.head_dim)
         self.cross_keys = [
             torch.zeros(frames, device=self.device, dtype=self.dtype) for _ in self.layers
@@ -77,9 +74,6 @@ class WhisperFastDecoder(StaticDecoder):
             use_cuda_graph=use_cuda_graph,
             use_compile=use_compile,
         )
-
-    def _heads(self, states: torch.Tensor) -> torch.Tensor:
-        return states.view(1, -1, self.n_heads, self.head_dim).transpose(1, 2)
 
     @torch.inference_mode()
     def encode(self, input_features: torch.Tensor) -> None:

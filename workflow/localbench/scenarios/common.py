@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
+from localbench.device import synchronize
 from localbench.stats import Measurement
 from localbench.timing import Run
 
@@ -21,3 +25,11 @@ def generation_metrics(runs: list[Run]) -> dict:
         ).to_dict()
         metrics["inter_token_latency_ms"] = Measurement.from_values(gaps_ms, "ms").to_dict()
     return metrics
+
+
+def timed_fast_request(device, request: Callable) -> Run:
+    """Time ``request()`` (preprocessing, encoder, then a fast decoder's generate, whose
+    ``FastRun`` it returns) from before the preprocessing, after a device sync."""
+    synchronize(device)
+    start = time.perf_counter()
+    return request().to_run(start)

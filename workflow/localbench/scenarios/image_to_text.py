@@ -5,14 +5,11 @@ Latency covers the whole request: image preprocessing, vision encoder, text gene
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from localbench.backends import blip, blip2
-from localbench.device import synchronize
 from localbench.inputs import QUESTION, benchmark_image
-from localbench.scenarios.common import generation_metrics
+from localbench.scenarios.common import generation_metrics, timed_fast_request
 from localbench.stats import Measurement
 from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
@@ -71,34 +68,20 @@ def _fast(loaded, image, prompt, bench: dict):
     prompt_length = _prompt_ids(loaded, _inputs(loaded, image, prompt)).shape[1]
     decoder = decoder_class(loaded.model, max_len=prompt_length + bench["new_tokens"])
 
-    def once() -> Run:
-        synchronize(loaded.device)
-        start = time.perf_counter()
+    def request():
         inputs = _inputs(loaded, image, prompt)
         decoder.encode(inputs["pixel_values"])
-        run = decoder.generate(_prompt_ids(loaded, inputs), bench["new_tokens"])
-        return Run(
-            start=start,
-            first_token=run.first_token,
-            last_token=run.end,
-            end=run.end,
-            tokens=len(run.tokens),
-            inter_token_s=run.inter_token_s,
-            extra={"tokens": run.tokens},
-        )
+        return decoder.generate(_prompt_ids(loaded, inputs), bench["new_tokens"])
+
+    def once() -> Run:
+        return timed_fast_request(loaded.device, request)
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
-    details = {
-        "cuda_graph": decoder.graph is not None,
-        "compiled": decoder.use_compile,
-        "compile_error": decoder.compile_error,
-        "graph_capture_s": decoder.capture_s,
-        "timer": (
-            "start: host clock after a device sync, before preprocessing and the vision "
-            "tower; first token: after a device sync; inter-token gaps: CUDA events between "
-            "graph replays (host clock on CPU), no sync per token"
-        ),
-    }
+    details = decoder.details(
+        "start: host clock after a device sync, before preprocessing and the vision "
+        "tower; first token: after a device sync; inter-token gaps: CUDA events between "
+        "graph replays (host clock on CPU), no sync per token"
+    )
     return runs, runs[-1].extra["tokens"], details
 
 

@@ -6,15 +6,12 @@ divided by the audio's duration (below 1.0 is faster than playback).
 
 from __future__ import annotations
 
-import time
-
 import torch
 from transformers import GenerationMixin
 
 from localbench.backends.whisper import WhisperFastDecoder
-from localbench.device import synchronize
 from localbench.inputs import benchmark_audio
-from localbench.scenarios.common import generation_metrics
+from localbench.scenarios.common import generation_metrics, timed_fast_request
 from localbench.stats import Measurement
 from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
@@ -65,33 +62,19 @@ def _eager(loaded, audio, prompt, bench: dict):
 def _fast(loaded, audio, prompt, bench: dict):
     decoder = WhisperFastDecoder(loaded.model, max_len=prompt.shape[1] + bench["new_tokens"])
 
-    def once() -> Run:
-        synchronize(loaded.device)
-        start = time.perf_counter()
+    def request():
         decoder.encode(_features(loaded, audio))
-        run = decoder.generate(prompt, bench["new_tokens"])
-        return Run(
-            start=start,
-            first_token=run.first_token,
-            last_token=run.end,
-            end=run.end,
-            tokens=len(run.tokens),
-            inter_token_s=run.inter_token_s,
-            extra={"tokens": run.tokens},
-        )
+        return decoder.generate(prompt, bench["new_tokens"])
+
+    def once() -> Run:
+        return timed_fast_request(loaded.device, request)
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
-    details = {
-        "cuda_graph": decoder.graph is not None,
-        "compiled": decoder.use_compile,
-        "compile_error": decoder.compile_error,
-        "graph_capture_s": decoder.capture_s,
-        "timer": (
-            "start: host clock after a device sync, before feature extraction and the "
-            "encoder; first token: after a device sync; inter-token gaps: CUDA events "
-            "between graph replays (host clock on CPU), no sync per token"
-        ),
-    }
+    details = decoder.details(
+        "start: host clock after a device sync, before feature extraction and the "
+        "encoder; first token: after a device sync; inter-token gaps: CUDA events "
+        "between graph replays (host clock on CPU), no sync per token"
+    )
     return runs, runs[-1].extra["tokens"], details
 
 

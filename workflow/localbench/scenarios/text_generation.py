@@ -39,29 +39,14 @@ def _fast(loaded, input_ids, bench: dict):
     decoder = FastDecoder(loaded.model, max_len=input_ids.shape[1] + bench["new_tokens"])
 
     def once() -> Run:
-        run = decoder.generate(input_ids, bench["new_tokens"])
-        return Run(
-            start=run.start,
-            first_token=run.first_token,
-            last_token=run.end,
-            end=run.end,
-            tokens=len(run.tokens),
-            inter_token_s=run.inter_token_s,
-            extra={"tokens": run.tokens},
-        )
+        return decoder.generate(input_ids, bench["new_tokens"]).to_run()
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
-    details = {
-        "cuda_graph": decoder.graph is not None,
-        "compiled": decoder.use_compile,
-        "compile_error": decoder.compile_error,
-        "graph_capture_s": decoder.capture_s,
-        "timer": (
-            "first token: host clock after a device sync; decode: host clock after the last "
-            "token's sync; inter-token gaps: CUDA events between graph replays (host clock "
-            "on CPU), no sync per token"
-        ),
-    }
+    details = decoder.details(
+        "first token: host clock after a device sync; decode: host clock after the last "
+        "token's sync; inter-token gaps: CUDA events between graph replays (host clock "
+        "on CPU), no sync per token"
+    )
     return runs, runs[-1].extra["tokens"], details
 
 
