@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
 from localbench.architectures import load_architecture, model_class, transformers_config  # noqa: E402
+from localbench.backends import decode_attention  # noqa: E402
 from localbench.backends.fast import FastDecoder  # noqa: E402
 
 
@@ -75,13 +76,53 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--kernels", action="store_true", help="print the kernel table")
+    parser.add_argument(
+        "--attention",
+        choices=["kernel", "pytorch", "both"],
+        default="kernel",
+        help="decode attention: the Triton kernel, the PyTorch ops, or one after the other",
+    )
     args = parser.parse_args()
     model = build_on_device(args.repo)
-    decoder = FastDecoder(model, max_len=args.prompt_tokens + args.new_tokens)
-    result = time_decoder(decoder, args.prompt_tokens, args.new_tokens, args.runs)
-    print(json.dumps({"repo": args.repo, **result}), flush=True)
-    if args.kernels and decoder.graph is not None:
-        print(kernel_table(decoder))
+    max_len = args.prompt_tokens + args.new_tokens
+    print(json.dumps({"repo": args.repo, **check_kernel(model, max_len)}), flush=True)
+    choices = ["kernel", "pytorch"] if args.attention == "both" else [args.attention]
+    for attention in choices:
+        decoder = FastDecoder(model, max_len=max_len, attention_kernel=attention == "kernel")
+        result = time_decoder(decoder, args.prompt_tokens, args.new_tokens, args.runs)
+        print(json.dumps({"repo": args.repo, "attention": attention, **result}), flush=True)
+        if args.kernels and decoder.graph is not None:
+            print(kernel_table(decoder), flush=True)
+        del decoder
+        torch.cuda.empty_cache()
+
+
+def check_kernel(model, max_len: int) -> dict:
+    """The decode-attention kernel against its PyTorch definition at this model's shapes,
+    in the model's dtype (bf16), at a few positions: the largest difference."""
+    config = model.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    worst = 0.0
+    for position in (0, 1, 64, 200, max_len - 1):
+
+        def rand(*shape):
+            return torch.randn(*shape, device="cuda", generator=generator).to(torch.bfloat16)
+
+        angles = torch.rand(max_len, dim // 2, device="cuda", generator=generator) * 6.3
+        cos = torch.cat([angles.cos()] * 2, -1).to(torch.bfloat16)
+        sin = torch.cat([angles.sin()] * 2, -1).to(torch.bfloat16)
+        qkv = rand((heads + 2 * kv_heads) * dim)
+        bias = rand(qkv.numel()) if getattr(config, "model_type", "") == "qwen2" else None
+        keys, values = rand(1, kv_heads, max_len, dim), rand(1, kv_heads, max_len, dim)
+        at = torch.tensor([position], device="cuda")
+        reference = decode_attention.reference_decode_attention(
+            qkv, bias, cos, sin, at, keys.clone(), values.clone(), dim**-0.5
+        )
+        out = decode_attention.decode_attention(qkv, bias, cos, sin, at, keys, values, dim**-0.5)
+        worst = max(worst, (out.float() - reference.float()).abs().max().item())
+    return {"kernel_max_abs_difference_bf16": worst}
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# Without a GPU, Triton kernels (the fast backend's decode attention) run in Triton's
+# interpreter on CPU tensors; the switch is read when Triton is imported.
+if not shutil.which("nvidia-smi"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 

@@ -19,8 +19,10 @@ token. This decoder keeps only the work the model needs, in the spirit of gpt-fa
 - greedy argmax on the device, the next token and position written in place;
 - on CUDA the decode step and the prefill (for the prompt's length) are compiled with
   ``torch.compile`` (fewer, fused kernels) and captured once as CUDA graphs: one launch
-  per token and no host synchronisation until the end. If compilation fails the uncompiled step is
-  captured instead, and the result says so.
+  per token and no host synchronisation until the end; there a decode step's attention
+  (bias, rotary embedding, cache write, softmax) is one Triton kernel per layer
+  (``decode_attention.py``). If compilation fails the uncompiled step with PyTorch
+  attention is captured instead, and the result says so.
 
 It runs the model's own modules and weights (embeddings, norms, projections, MLPs, LM
 head) and only re-implements attention, the cache and the projections' grouping, so its
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from localbench.backends import decode_attention
 from localbench.timing import Run
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
@@ -205,6 +208,7 @@ class StaticDecoder:
         self.use_cuda_graph = use_cuda_graph
         self.use_compile = use_cuda_graph if use_compile is None else use_compile
         self.compile_error: str | None = None
+        self.attention_kernel = False  # a decoder with its own attention kernel sets it
         self.graph: torch.cuda.CUDAGraph | None = None
         self.prefill_graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.capture_s = 0.0
@@ -220,6 +224,7 @@ class StaticDecoder:
             "cuda_graph": self.graph is not None,
             "compiled": self.use_compile,
             "compile_error": self.compile_error,
+            "decode_attention": "triton kernel" if self.attention_kernel else "pytorch",
             "graph_capture_s": self.capture_s,
             "timer": timer,
         }
@@ -285,10 +290,11 @@ class StaticDecoder:
             prefill = self._capture(self._prefill, prompt)
             self.graph = self.graph or self._capture(self._step)
         except Exception as error:  # noqa: BLE001 - compilers fail in many ways
-            if not self.use_compile:
+            if not (self.use_compile or self.attention_kernel):
                 raise
+            # The plain path: uncompiled, attention in PyTorch; the result says why.
             self.compile_error = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-            self.use_compile = False
+            self.use_compile = self.attention_kernel = False
             self._step, self._prefill = self._decode_step, self._prefill_step
             prefill = self._capture(self._prefill, prompt)
             self.graph = self._capture(self._step)
@@ -361,6 +367,7 @@ class FastDecoder(StaticDecoder):
         use_cuda_graph: bool | None = None,
         use_compile: bool | None = None,
         fuse: bool | None = None,
+        attention_kernel: bool | None = None,
     ) -> None:
         ok, why = supports(model)
         if not ok:
@@ -398,6 +405,12 @@ class FastDecoder(StaticDecoder):
         self.q_size = self.n_heads * self.head_dim
         self.grouped_heads = bool(self.n_kv_heads != self.n_heads)  # a constant to the compiler
         self.kv_size = self.n_kv_heads * self.head_dim
+        # On CUDA a decode step's attention (bias, rotary embedding, cache write, softmax)
+        # is one Triton kernel per layer; it reads the fused projection's output.
+        if attention_kernel is None:
+            attention_kernel = self.fused and decode_attention.available(self.device)
+        if attention_kernel and not self.fused:
+            raise ValueError("the decode-attention kernel needs the fused projections")
         self._setup(
             max_len,
             self.lm_head.out_features,
@@ -406,6 +419,7 @@ class FastDecoder(StaticDecoder):
             use_cuda_graph=use_cuda_graph,
             use_compile=use_compile,
         )
+        self.attention_kernel = attention_kernel
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
         return self.embed(input_ids)
@@ -417,13 +431,27 @@ class FastDecoder(StaticDecoder):
         sin = self.sin[positions][None, None]
         mask = self.positions[None, :] <= positions[:, None]
         for index, layer in enumerate(self.layers):
-            attention, mlp = layer.self_attn, layer.mlp
+            attention = layer.self_attn
             h = layer.input_layernorm(x)
             if self.fused:
                 weight, bias = self.qkv[index]
                 # Product and bias apart: the compiler fuses a bias-free batch-1 product
                 # with the norm before it, where a fused bias sends it to a library kernel.
                 qkv = F.linear(h, weight)
+                if length == 1 and self.attention_kernel:
+                    out = decode_attention.decode_attention(
+                        qkv.view(-1),
+                        bias,
+                        self.cos,
+                        self.sin,
+                        positions,
+                        self.keys[index],
+                        self.values[index],
+                        self.scaling[index],
+                    )
+                    x = x + attention.o_proj(out.view(1, 1, self.q_size))
+                    x = self._mlp(index, layer, x)
+                    continue
                 if bias is not None:
                     qkv = qkv + bias
                 q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
@@ -452,13 +480,16 @@ class FastDecoder(StaticDecoder):
                 )
             out = out.transpose(1, 2).reshape(1, length, self.q_size)
             x = x + attention.o_proj(out)
-            h = layer.post_attention_layernorm(x)
-            if self.fused:
-                gate, up = F.linear(h, self.gate_up[index]).chunk(2, dim=-1)
-                x = x + mlp.down_proj(mlp.act_fn(gate) * up)
-            else:
-                x = x + mlp(h)
+            x = self._mlp(index, layer, x)
         return self.norm(x[:, -1:])
+
+    def _mlp(self, index: int, layer, x: torch.Tensor) -> torch.Tensor:
+        """The layer's second half: norm, MLP, residual."""
+        h = layer.post_attention_layernorm(x)
+        if self.fused:
+            gate, up = F.linear(h, self.gate_up[index]).chunk(2, dim=-1)
+            return x + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+        return x + layer.mlp(h)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)

@@ -1,0 +1,114 @@
+"""The decode-attention kernel computes what the PyTorch attention of a decode step does.
+
+Without a GPU the kernel runs in Triton's interpreter (see conftest.py) on CPU tensors.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from localbench.backends import decode_attention  # noqa: E402
+from localbench.backends.fast import FastDecoder  # noqa: E402
+from localbench.inputs import prompt_ids  # noqa: E402
+from localbench.loading import load_model  # noqa: E402
+from localbench.synthetic import build_synthetic_checkpoint  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint_model(tmp_path_factory):
+    """The tiny synthetic model of a repository, loaded once per module, float32."""
+    loaded = {}
+
+    def load(repo):
+        if repo not in loaded:
+            folder = tmp_path_factory.mktemp("kernel") / "model"
+            build_synthetic_checkpoint(repo, "tiny", folder)
+            loaded[repo] = load_model(folder, "text-generation", torch.float32, DEVICE)
+        return loaded[repo]
+
+    return load
+
+
+def _inputs(heads, kv_heads, dim, max_len, position, bias, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator).to(DEVICE, dtype)
+
+    angles = torch.randn(max_len, dim // 2, generator=generator)
+    cos = torch.cat([angles.cos(), angles.cos()], -1).to(DEVICE, dtype)
+    sin = torch.cat([angles.sin(), angles.sin()], -1).to(DEVICE, dtype)
+    qkv = rand((heads + 2 * kv_heads) * dim)
+    return {
+        "qkv": qkv,
+        "bias": rand(qkv.numel()) if bias else None,
+        "cos": cos,
+        "sin": sin,
+        "position": torch.tensor([position], device=DEVICE),
+        "keys": rand(1, kv_heads, max_len, dim),
+        "values": rand(1, kv_heads, max_len, dim),
+        "scale": dim**-0.5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "dim", "bias"),
+    [(12, 2, 128, True), (24, 8, 128, False), (4, 4, 16, False), (6, 1, 64, True)],
+    ids=["qwen2.5-1.5b", "llama-3.2-3b", "no-groups", "one-kv-head"],
+)
+@pytest.mark.parametrize("position", [0, 1, 63, 64, 150])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_kernel_equals_the_pytorch_attention(heads, kv_heads, dim, bias, position, dtype):
+    expected = _inputs(heads, kv_heads, dim, 160, position, bias, dtype)
+    got = _inputs(heads, kv_heads, dim, 160, position, bias, dtype)
+    reference = decode_attention.reference_decode_attention(**expected)
+    out = torch.empty(heads * dim, device=DEVICE, dtype=dtype)
+    decode_attention.launch(out=out, **got)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(out, reference, atol=tolerance, rtol=tolerance)
+    # The key and value of this position were written; no other cache entry changed.
+    torch.testing.assert_close(got["keys"], expected["keys"], atol=tolerance, rtol=0)
+    torch.testing.assert_close(got["values"], expected["values"], atol=0, rtol=0)
+
+
+def test_the_reference_is_attention_over_the_cache():
+    """The reference itself against a plain softmax(q k^T) v over positions 0..position."""
+    inputs = _inputs(4, 2, 8, 12, 5, True, torch.float32)
+    qkv = inputs["qkv"] + inputs["bias"]
+    out = decode_attention.reference_decode_attention(**inputs)
+    q = qkv[:32].view(4, 8)
+    c, s = inputs["cos"][5], inputs["sin"][5]
+    q = q * c + torch.cat([-q[:, 4:], q[:, :4]], -1) * s
+    keys = inputs["keys"][0, :, :6]  # written at position 5 by the call
+    values = inputs["values"][0, :, :6]
+    assert torch.equal(values[:, 5], qkv[48:].view(2, 8))
+    for head in range(4):
+        kv = head // 2
+        weights = torch.softmax(q[head] @ keys[kv].T / 8**0.5, -1)
+        torch.testing.assert_close(out.view(4, 8)[head], weights @ values[kv])
+
+
+@pytest.mark.parametrize("repo", ["Qwen/Qwen2.5-1.5B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"])
+def test_decoder_with_the_kernel_gives_the_same_tokens(tiny_checkpoint_model, repo):
+    loaded = tiny_checkpoint_model(repo)
+    input_ids = prompt_ids(loaded.processor, 7)
+    plain = FastDecoder(loaded.model, max_len=40, fuse=True, attention_kernel=False)
+    expected = plain.generate(input_ids, 24).tokens
+    decoder = FastDecoder(loaded.model, max_len=40, fuse=True, attention_kernel=True)
+    assert decoder.details("host clock")["decode_attention"] == "triton kernel"
+    # Twice: the second request overwrites the cache the first one left.
+    assert decoder.generate(input_ids, 24).tokens == expected
+    assert decoder.generate(input_ids, 24).tokens == expected
+    with torch.inference_mode():  # and the step traces as one graph, as capture needs
+        torch.compile(decoder._decode_step, fullgraph=True, backend="eager")()
+
+
+def test_the_kernel_needs_the_fused_projections(tiny_checkpoint_model):
+    loaded = tiny_checkpoint_model("Qwen/Qwen2.5-1.5B-Instruct")
+    with pytest.raises(ValueError, match="fused"):
+        FastDecoder(loaded.model, max_len=8, fuse=False, attention_kernel=True)
