@@ -145,17 +145,26 @@ def _shard_plan(tensors: list[tuple[str, list[int]]], shards: int) -> list[list]
 
 
 def _random_tensor(name: str, shape: list[int], dtype, generator):
+    """Normal(0, 0.02) weights, norms at one and biases at zero, like synthetic.py's."""
     import torch
 
-    tensor = torch.empty(shape, dtype=dtype)
     leaf = name.rsplit(".", 2)
     if name.endswith(".bias"):
-        tensor.zero_()
-    elif name.endswith(".weight") and "norm" in leaf[-2]:
-        tensor.fill_(1.0)
-    else:
-        tensor.normal_(0.0, _WEIGHT_STD, generator=generator)
-    return tensor
+        return torch.zeros(shape, dtype=dtype)
+    if name.endswith(".weight") and "norm" in leaf[-2]:
+        return torch.ones(shape, dtype=dtype)
+    tensor = torch.empty(shape, dtype=dtype, device=generator.device)
+    tensor.normal_(0.0, _WEIGHT_STD, generator=generator)
+    return tensor.cpu()
+
+
+def random_device() -> str:
+    """Where the random numbers are drawn: a GPU draws the full 16B in seconds, where a
+    CPU's normal_ (mostly single-threaded) takes minutes. Same seed, same device, same
+    weights; a CPU build and a CUDA build differ."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _write_shards(config: dict, dtype_name: str, out_dir: Path, seed: int) -> tuple[int, int]:
@@ -165,7 +174,7 @@ def _write_shards(config: dict, dtype_name: str, out_dir: Path, seed: int) -> tu
     dtype = getattr(torch, dtype_name)
     tensors = published_tensors(config)
     plan = _shard_plan(tensors, SHARDS)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=random_device()).manual_seed(seed)
     weight_map: dict[str, str] = {}
     total_bytes = 0
     for number, run in enumerate(plan, start=1):
@@ -213,4 +222,5 @@ def build(architecture: dict, size: str, out_dir: Path, seed: int = 0) -> dict:
         "architecture": "DeepseekVL2 (localbench.deepseek_vl2)",
         "model_type": config["model_type"],
         "size": size,
+        "random_numbers_drawn_on": random_device(),
     }
