@@ -274,6 +274,7 @@ def fake_hub():
     hub = FakeHub()
     hub.add(FakeRepo("acme/tiny", {"main": PUBLIC}))
     hub.add(FakeRepo("acme/gated", {"main": PUBLIC}, kind="gated"))
+    hub.add(FakeRepo("meta-llama/Llama-3.2-3B-Instruct", {"main": PUBLIC}, kind="gated"))
     hub.add(
         FakeRepo("acme/pickled", {"main": {"config.json": CONFIG, "pytorch_model.bin": PICKLE}})
     )
@@ -431,6 +432,38 @@ def test_gated_repo_with_token_lacking_access(hf, tmp_path, monkeypatch):
     assert TOKEN not in caught.value.reason
     # huggingface_hub found the token by itself and sent it.
     assert any(auth == f"Bearer {TOKEN}" for _, _, auth in hf.log)
+
+
+def test_gated_llama_is_a_pending_access_result_not_a_crash(hf, tmp_path):
+    from localbench.acquire import acquire
+    from localbench.runner import run_benchmark
+
+    settings = {
+        "name": "llama-3.2-3b-instruct",
+        "repo": "meta-llama/Llama-3.2-3B-Instruct",
+        "revision": "main",
+        "task": "text-generation",
+        "size": "full",
+        "weights": "hub",
+        "device": "cpu",
+        "dtype": "auto",
+        # Negative headroom: the preflight passes on any machine, so the request reaches
+        # the (fake) hub, which answers as the real one does for a gated repo.
+        "memory_headroom_gb": -1e6,
+        "allow_pickle": False,
+        "backend": "eager",
+        "benchmark": {},
+    }
+    dest = tmp_path / "models" / "llama-3.2-3b-instruct"
+    manifest = acquire(settings, dest)
+    assert manifest["status"] == "pending_access"
+    reason = manifest["reason"]
+    assert "Access to model meta-llama/Llama-3.2-3B-Instruct is restricted" in reason
+    assert "request access at https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct" in reason
+    assert not dest.exists()
+    result = run_benchmark(settings, manifest, dest, {})
+    assert result["status"] == "pending_access" and result["reason"] == reason
+    assert "metrics" not in result
 
 
 def test_unknown_repo_and_revision_fail(hf, tmp_path):

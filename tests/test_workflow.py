@@ -35,7 +35,6 @@ def test_every_seed_model_has_a_result_with_a_status(tiny_run):
     results = _results(tiny_run)
     assert sorted(results) == sorted(SEED_MODELS)
     statuses = {name: r["status"] for name, r in results.items()}
-    assert statuses.pop("deepseek-vl2-small") == "unsupported"
     assert set(statuses.values()) == {"measured"}, statuses
 
 
@@ -60,7 +59,19 @@ def test_measured_results_follow_the_method(tiny_run):
     assert text["method"]["decode_rate"].startswith("(tokens - 1)")
     assert results["whisper-base"]["metrics"]["real_time_factor"]["median"] > 0
     assert results["blip-base"]["metrics"]["images_per_s"]["median"] > 0
-    assert results["blip2-opt-2.7b"]["inputs"]["prompt"].startswith("Question:")
+    assert results["blip2-opt-2.7b"]["inputs"]["prompt"] == (
+        "Question: What is shown in this picture? Answer:"
+    )
+    # DeepSeek-VL2: a 640x480 image takes 2x2 tiles plus the global view, 1,023 tokens.
+    vl2 = results["deepseek-vl2-small"]
+    assert vl2["inputs"]["tiling"] == [2, 2] and vl2["inputs"]["image_tokens"] == 1023
+    assert vl2["inputs"]["prompt_tokens"] > 1023
+    for metric in ("prefill_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms"):
+        assert vl2["metrics"][metric]["count"] == bench["repetitions"], metric
+    assert (
+        vl2["metrics"]["tokens_generated"]["values"] == [bench["new_tokens"]] * bench["repetitions"]
+    )
+    assert vl2["memory"]["peak_bytes"] > 0 and vl2["synthetic"] is True
 
 
 def test_fast_backend_models_are_measured_with_both_backends(tiny_run):
@@ -89,8 +100,11 @@ def test_csv_has_one_row_per_model_and_backend_from_the_result_files(tiny_run):
     assert float(rows["qwen2.5-1.5b-instruct"]["decode_tokens_per_s_median"]) == pytest.approx(
         qwen["metrics"]["decode_tokens_per_s"]["median"]
     )
-    assert rows["deepseek-vl2-small"]["status"] == "unsupported"
-    assert rows["deepseek-vl2-small"]["decode_tokens_per_s_median"] == ""
+    vl2 = _results(tiny_run)["deepseek-vl2-small"]
+    assert rows["deepseek-vl2-small"]["status"] == "measured"
+    assert float(rows["deepseek-vl2-small"]["decode_tokens_per_s_median"]) == pytest.approx(
+        vl2["metrics"]["decode_tokens_per_s"]["median"]
+    )
 
 
 def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
@@ -124,10 +138,7 @@ def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
         comparison = [line for line in summary.splitlines() if line.startswith(f"| {name} |")]
         assert len(comparison) == 1 and "yes, all" in comparison[0], name
     for line in table_rows:
-        if "deepseek-vl2-small" in line:
-            assert "not supported yet" in line
-        else:
-            assert "synthetic (random weights)" in line
+        assert "synthetic (random weights)" in line
     # A figure in the summary is the one in the result file.
     qwen = _results(tiny_run)["qwen2.5-1.5b-instruct"]
     assert f"{qwen['metrics']['decode_tokens_per_s']['median']:.1f}" in summary
@@ -148,9 +159,6 @@ def test_models_that_do_not_fit_are_skipped_and_the_summary_still_renders(workdi
     )  # fmt: skip
     results = _results(workdir / "results" / "test-machine")
     for name, result in results.items():
-        if name == "deepseek-vl2-small":
-            assert result["status"] == "unsupported"
-            continue
         assert result["status"] == "skipped", name
         assert result["reason"].startswith("needs ~100")
     summary = (workdir / "results" / "test-machine" / "SUMMARY.md").read_text()

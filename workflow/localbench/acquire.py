@@ -4,7 +4,9 @@ The source is decided here: the Hugging Face Hub (real weights) or a synthetic b
 the real architecture with random weights. Either way the folder ends up holding a
 ``save_pretrained`` checkpoint that the benchmark loads through the same code. A model
 that cannot or need not be fetched (does not fit, gated, not supported yet) gets a
-manifest saying so, and the workflow goes on with the other models.
+manifest saying so, and the workflow goes on with the other models. The memory
+preflight runs before anything is fetched or built, so a model too large for this
+machine (DeepSeek-VL2-Small's 32 GB on a 24 GB one) never costs its download or build.
 """
 
 from __future__ import annotations
@@ -14,13 +16,6 @@ from pathlib import Path
 
 from localbench import checkpoint, memory, results
 from localbench.device import available_memory_bytes, resolve_device
-
-UNSUPPORTED_TASKS = {
-    "multimodal": (
-        "transformers has no DeepSeek-VL2 model, and the project's own implementation "
-        "is not written yet"
-    ),
-}
 
 
 def _preflight(settings: dict, parameters: int) -> memory.MemoryEstimate:
@@ -82,14 +77,6 @@ def acquire(settings: dict, dest: Path) -> dict:
     except (UnknownArchitecture, NotImplementedError):
         # No shipped architecture (a user's own model), or no tiny variant of it.
         manifest["parameters"] = None
-
-    if settings["task"] in UNSUPPORTED_TASKS:
-        reason = UNSUPPORTED_TASKS[settings["task"]]
-        if manifest["parameters"]:
-            estimate = _preflight(settings, manifest["parameters"])
-            manifest["memory_estimate"] = estimate.to_dict()
-            reason += f"; by estimate it {estimate.reason()}"
-        return {**manifest, "status": results.UNSUPPORTED, "reason": reason, "source": None}
 
     if manifest["parameters"]:
         estimate = _preflight(settings, manifest["parameters"])

@@ -18,7 +18,7 @@ IDENTITY_COLUMNS = [
     "synthetic", "weights_source",
     "resolved_commit", "size", "device", "dtype", "parameters", "size_on_disk_bytes",
     "peak_memory_bytes", "memory_estimate_bytes", "warmup_runs", "repetitions",
-    "prompt_tokens", "new_tokens", "load_s", "roofline_tokens_per_s",
+    "prompt_tokens", "image_tokens", "new_tokens", "load_s", "roofline_tokens_per_s",
     "decode_percent_of_roofline",
 ]  # fmt: skip
 
@@ -51,7 +51,12 @@ def flatten(result: dict) -> dict:
         "memory_estimate_bytes": estimate.get("needed_bytes"),
         "warmup_runs": bench.get("warmup_runs"),
         "repetitions": bench.get("repetitions"),
-        "prompt_tokens": bench.get("prompt_tokens"),
+        # Where the prompt length is an outcome (image tokens after tiling), the
+        # scenario's recorded input wins over the setting.
+        "prompt_tokens": (result.get("inputs") or {}).get(
+            "prompt_tokens", bench.get("prompt_tokens")
+        ),
+        "image_tokens": (result.get("inputs") or {}).get("image_tokens"),
         "new_tokens": bench.get("new_tokens"),
         "load_s": (result.get("metrics") or {}).get("load_s"),
         "roofline_tokens_per_s": roofline.get("tokens_per_s"),

@@ -80,8 +80,12 @@ def checkpoint_dtype(repo: str) -> str:
 
 
 def is_buildable(repo: str) -> bool:
-    """Whether transformers has a class for ``repo``'s architecture (DeepSeek-VL2 has none)."""
-    return not load_architecture(repo).get("reconstructed", False)
+    """Whether transformers has a class for ``repo``'s architecture.
+
+    DeepSeek-VL2 has none: the project's own implementation builds and loads it
+    (``localbench.deepseek_vl2``).
+    """
+    return load_architecture(repo)["config"].get("model_type") != "deepseek_vl_v2"
 
 
 # ---------------------------------------------------------------------------
@@ -325,6 +329,10 @@ def _tiny_tokenizer(tokenizer: dict, config: dict, tiny: dict) -> dict:
 def tiny_architecture(architecture: dict) -> dict:
     """A whole architecture record (config, generation config, processor, tokenizer) made tiny."""
     config = architecture["config"]
+    if config.get("model_type") == "deepseek_vl_v2":
+        from localbench.deepseek_vl2.config import tiny_architecture as tiny_deepseek_vl2
+
+        return tiny_deepseek_vl2(architecture)
     tiny = tiny_config(config)
     out = copy.deepcopy(architecture)
     out["config"] = tiny
@@ -392,15 +400,13 @@ def count_parameters(repo: str, size: str) -> int:
 
     Counts what the published checkpoint stores: tied weights once, except where
     the Hub file stores the copy too (BLIP base: 247,414,076 stored against
-    223,971,644 unique). DeepSeek-VL2-Small has no transformers class, so its
-    full size is counted in closed form from its reconstructed config.
+    223,971,644 unique). DeepSeek-VL2 has no transformers class, so it is counted
+    in closed form from its config, as its checkpoint stores it (the unused
+    attention-pooling head of its vision tower included).
     """
-    architecture = architecture_for(repo, "full")
-    if architecture.get("reconstructed"):
-        if size != "full":
-            raise NotImplementedError(f"{repo}: no tiny variant (no transformers class yet)")
-        return deepseek_vl2_parameters(architecture)
     architecture = architecture_for(repo, size)
+    if not is_buildable(repo):
+        return deepseek_vl2_parameters(architecture)
     model = meta_model(architecture["config"])
     unique = sum(p.numel() for p in model.parameters())
     return unique + stored_tied_numel(model, architecture)

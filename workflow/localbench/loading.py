@@ -22,6 +22,8 @@ TASK_AUTO_MODEL: dict[str, str] = {
     "image-captioning": "AutoModelForImageTextToText",
     "visual-question-answering": "AutoModelForImageTextToText",
     "speech-recognition": "AutoModelForSpeechSeq2Seq",
+    # DeepSeek-VL2 has no transformers class: the project's own (localbench.deepseek_vl2).
+    "multimodal": "localbench.deepseek_vl2",
 }
 
 # Tasks whose inputs are text only get a tokenizer; the others a processor.
@@ -102,6 +104,11 @@ def load_model(model_dir: Path, task: str, dtype: torch.dtype, device: torch.dev
     model_dir = Path(model_dir)
     device = torch.device(device)
     require_safetensors(model_dir)
+    if task == "multimodal":
+        from localbench.deepseek_vl2.loading import load
+
+        model, processor = load(model_dir, dtype, device)
+        return LoadedModel(model=model, processor=processor, task=task, dtype=dtype, device=device)
     auto_class = _auto_class(task)
     kwargs = _from_pretrained_kwargs(dtype)
     try:

@@ -138,6 +138,7 @@ def model_row(result: dict) -> dict:
         "rtf": _spread(_metric(result, "real_time_factor"), 3),
         "rtf_median": _median(result, "real_time_factor"),
         "tokens": _tokens(_metric(result, "tokens_generated")),
+        "image_tokens": _image_tokens(result.get("inputs") or {}),
         "notes": notes,
         "reason": result.get("reason") or "",
         "estimate": _bytes(_estimate(result).get("needed_bytes")),
@@ -147,6 +148,14 @@ def model_row(result: dict) -> dict:
 def _estimate(result: dict) -> dict:
     manifest = result.get("manifest") or {}
     return result.get("memory_estimate") or manifest.get("memory_estimate") or {}
+
+
+def _image_tokens(inputs: dict) -> str:
+    """Image tokens after tiling, where the scenario records them (DeepSeek-VL2)."""
+    if inputs.get("image_tokens") is None:
+        return "n/a"
+    width, height = inputs["tiling"]
+    return f"{inputs['image_tokens']:,} ({width}x{height} tiles + global)"
 
 
 def _itl(measurement: dict | None) -> str:

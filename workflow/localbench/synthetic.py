@@ -399,13 +399,12 @@ def build_synthetic_checkpoint(repo: str, size: str, out_dir: Path, seed: int = 
     the published dtype, and the tokenizer or processor files, so that
     ``localbench.loading.load_model`` (or any ``from_pretrained``) reads it
     offline. Returns ``{"parameters", "checkpoint_dtype", "architecture",
-    "model_type", "size"}``. Raises NotImplementedError for DeepSeek-VL2.
+    "model_type", "size"}``. DeepSeek-VL2, which has no transformers class, is
+    written tensor by tensor in its published layout (``localbench.deepseek_vl2``).
     """
     import torch
 
     out_dir = Path(out_dir)
-    if not architectures.is_buildable(repo):
-        raise NotImplementedError(f"{repo}: no transformers class to build it with yet")
     architecture = architectures.architecture_for(repo, size)
     config = architecture["config"]
     dtype_name = config["torch_dtype"]
@@ -413,6 +412,10 @@ def build_synthetic_checkpoint(repo: str, size: str, out_dir: Path, seed: int = 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: not empty; synthetic checkpoints go into a new folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not architectures.is_buildable(repo):
+        from localbench.deepseek_vl2 import synthetic as deepseek_vl2_synthetic
+
+        return deepseek_vl2_synthetic.build(architecture, size, out_dir, seed)
 
     # Seeded so the same (repo, size, seed) always gives the same weights.
     model = _instantiate(config, getattr(torch, dtype_name), seed)

@@ -4,11 +4,12 @@ its result says so) and returns its metrics; none of them loads models or writes
 
 from __future__ import annotations
 
-from localbench.scenarios import image_to_text, speech_recognition, text_generation
+from localbench.scenarios import image_to_text, multimodal, speech_recognition, text_generation
 
 SCENARIOS = {
     "text-generation": text_generation.measure,
     "image-captioning": image_to_text.measure,
     "visual-question-answering": image_to_text.measure,
     "speech-recognition": speech_recognition.measure,
+    "multimodal": multimodal.measure,
 }
