@@ -10,9 +10,11 @@ from snakemake.utils import validate
 from localbench import config as lbconfig
 from localbench.device import DeviceUnavailable
 from localbench.hardware import detect
+from localbench.pipelines.plan import check_pipelines
 
 try:
     lbconfig.check_config(config)
+    check_pipelines(config)
 except lbconfig.ConfigError as error:
     raise WorkflowError(str(error)) from None
 validate(config, schema=str(lbconfig.SCHEMA_PATH))
