@@ -104,7 +104,7 @@ for _name, _plan in PIPELINE_PLANS.items():
         name:
             _name
         input:
-            counts=f"{_plan.root}/summary.json",
+            counts=[f"{_plan.root}/summary.json"],
         script:
             "../workflow/scripts/summarise_pipelines.py"
 

@@ -137,6 +137,10 @@ def name_problem(name: str) -> str | None:
         return "file name contains control characters (such as a newline); rename the file"
     if "{" in name or "}" in name:
         return "file name contains { or }, which Snakemake reads as a wildcard; rename the file"
+    if "<" in name or ">" in name:
+        return (
+            "file name contains < or >, which Snakemake reads as a path variable; rename the file"
+        )
     return None
 
 
