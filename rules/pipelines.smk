@@ -4,31 +4,6 @@
 # are the per-file outputs of its batch, so a model loads once per batch, and a new file
 # reruns only its own batch. Changing a stage's prompt or model rewrites its settings
 # file: that stage's jobs rerun, and the later stages' jobs through their inputs.
-from localbench.pipelines import plan as lbplan
-
-PIPELINE_PLANS = {
-    _name: lbplan.plan_pipeline(
-        config, _name, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs"
-    )
-    for _name, _spec in config["pipelines"].items()
-    if _spec.get("enabled", True)
-}
-
-for _plan in PIPELINE_PLANS.values():
-    lbconfig.write_if_changed(_plan.inputs_record, _plan.listing.to_dict())
-    for _stage in _plan.stages:
-        lbconfig.write_if_changed(
-            f"{_plan.root}/settings/{_stage['name']}.json", _stage["settings"]
-        )
-        if _stage["model"] not in MODELS:
-            # A model used by a pipeline only is fetched like a benchmarked one.
-            lbconfig.write_if_changed(
-                f"{MODELS_ROOT}/.settings/{_stage['model']}.json",
-                lbconfig.fetch_settings(
-                    lbconfig.model_settings(config, _stage["model"])
-                ),
-            )
-
 for _plan in PIPELINE_PLANS.values():
     for _job in _plan.jobs:
 
@@ -58,20 +33,6 @@ for _plan in PIPELINE_PLANS.values():
 
 wildcard_constraints:
     pipeline=r"[a-z0-9][a-z0-9_-]*",
-
-
-def pipeline_report_inputs(wildcards):
-    """The inputs listing and every batch record of one pipeline."""
-    plan = PIPELINE_PLANS[wildcards.pipeline]
-    return {"inputs": plan.inputs_record, "records": plan.records()}
-
-
-def pipeline_stages(wildcards):
-    """The pipeline's stages in chain order, as the report names them."""
-    return [
-        {"name": s["name"], "model": s["model"]}
-        for s in PIPELINE_PLANS[wildcards.pipeline].stages
-    ]
 
 
 rule render_pipeline_report:
@@ -105,6 +66,10 @@ for _name, _plan in PIPELINE_PLANS.items():
             _name
         input:
             counts=[f"{_plan.root}/summary.json"],
+        log:
+            f"{RESULTS}/logs/pipelines/{_name}/summary.log",
+        conda:
+            "../envs/localbench.yaml"
         script:
             "../workflow/scripts/summarise_pipelines.py"
 
@@ -112,5 +77,9 @@ for _name, _plan in PIPELINE_PLANS.items():
 rule pipelines:
     input:
         counts=[f"{plan.root}/summary.json" for plan in PIPELINE_PLANS.values()],
+    log:
+        f"{RESULTS}/logs/pipelines/summary.log",
+    conda:
+        "../envs/localbench.yaml"
     script:
         "../workflow/scripts/summarise_pipelines.py"

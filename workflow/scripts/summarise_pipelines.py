@@ -6,4 +6,7 @@ lines = []
 for path in snakemake.input.counts:  # noqa: F821 - injected by Snakemake
     with open(path, encoding="utf-8") as handle:
         lines.append(json.load(handle)["line"])
-print("\n".join(lines) if lines else "no pipelines are configured (config.yaml: pipelines)")
+text = "\n".join(lines) if lines else "no pipelines are configured (config.yaml: pipelines)"
+print(text)
+with open(snakemake.log[0], "w", encoding="utf-8") as handle:  # noqa: F821
+    handle.write(text + "\n")
