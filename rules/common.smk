@@ -88,8 +88,14 @@ PIPELINE_PLANS = {
         config, _name, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs"
     )
     for _name, _spec in config["pipelines"].items()
-    if _spec.get("enabled", True)
+    if _spec.get("enabled", True) and _name not in lbplan.missing_models(config)
 }
+# Pipelines left out because a stage's model is not configured, with the reason.
+PIPELINES_NOT_RUN = [
+    line
+    for name, line in lbplan.missing_models(config).items()
+    if config["pipelines"][name].get("enabled", True)
+]
 
 for _plan in PIPELINE_PLANS.values():
     lbconfig.write_if_changed(_plan.inputs_record, _plan.listing.to_dict())

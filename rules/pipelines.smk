@@ -81,5 +81,7 @@ rule pipelines:
         f"{RESULTS}/logs/pipelines/summary.log",
     conda:
         "../envs/localbench.yaml"
+    params:
+        not_run=PIPELINES_NOT_RUN,
     script:
         "../workflow/scripts/summarise_pipelines.py"

@@ -285,3 +285,13 @@ def test_a_bad_pipeline_config_stops_with_one_line(workdir):
         "invalid config: pipelines.voice-notes.stages[1].model: 'whisper-base' is a "
         "speech-recognition model; a later stage takes text-generation"
     ) in completed.stdout + completed.stderr
+
+
+def test_a_pipeline_whose_model_is_not_configured_is_named_not_run(workdir):
+    edit_config(workdir, lambda c: c["models"].pop("blip-base"))
+    completed = snakemake(workdir, "--cores", "1", "pipelines", *TINY)
+    assert (
+        "photo-stories: not run: pipelines.photo-stories.stages[0].model 'blip-base' is "
+        "not a model configured under models"
+    ) in completed.stdout
+    assert "voice-notes: no input files" in completed.stdout
