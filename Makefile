@@ -1,12 +1,13 @@
 # Quick start:  make report   (creates .venv, installs, runs the benchmark DAG)
 #               make test     (the test suite, tiny synthetic models, a few minutes)
+#               make pipelines (your files in inputs/ through the configured pipelines)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CORES ?= 1
 
-.PHONY: report test lint clean-results
+.PHONY: report pipelines test lint clean-results
 
 # torch is pinned in requirements.txt: an unpinned torch would pull CUDA packages
 # onto machines that have no GPU.
@@ -19,6 +20,9 @@ $(INSTALLED): requirements.txt pyproject.toml
 
 report: $(INSTALLED)
 	$(BIN)/snakemake --cores $(CORES) report
+
+pipelines: $(INSTALLED)
+	$(BIN)/snakemake --cores $(CORES) pipelines
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q

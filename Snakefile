@@ -1,6 +1,7 @@
 # localbench: how fast do local AI models really run on this machine?
 #
 #   snakemake --cores 1 report      fetch, warm up, benchmark, aggregate, summarise
+#   snakemake --cores 1 pipelines   run the configured pipelines over inputs/ folders
 #
 # Rules are thin: the work is done by the `localbench` package in workflow/.
 from snakemake.utils import min_version
@@ -17,6 +18,7 @@ include: "rules/models.smk"
 include: "rules/benchmark.smk"
 include: "rules/summary.smk"
 include: "rules/archive.smk"
+include: "rules/pipelines.smk"
 
 
 rule report:

@@ -10,9 +10,12 @@ from snakemake.utils import validate
 from localbench import config as lbconfig
 from localbench.device import DeviceUnavailable
 from localbench.hardware import detect
+from localbench.pipelines import plan as lbplan
+from localbench.pipelines.plan import check_pipelines
 
 try:
     lbconfig.check_config(config)
+    check_pipelines(config)
 except lbconfig.ConfigError as error:
     raise WorkflowError(str(error)) from None
 validate(config, schema=str(lbconfig.SCHEMA_PATH))
@@ -76,3 +79,49 @@ def existing_tables():
 def existing_archives():
     """Every archive present, including ones made on other machines."""
     return sorted(str(p) for p in Path("archive").glob("*/*.tar.gz"))
+
+
+# The pipelines over the user's input folders: planned here, at parse time, from the
+# folder listings (rules/pipelines.smk makes one rule per stage and batch).
+PIPELINE_PLANS = {
+    _name: lbplan.plan_pipeline(
+        config, _name, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs"
+    )
+    for _name, _spec in config["pipelines"].items()
+    if _spec.get("enabled", True) and _name not in lbplan.missing_models(config)
+}
+# Pipelines left out because a stage's model is not configured, with the reason.
+PIPELINES_NOT_RUN = [
+    line
+    for name, line in lbplan.missing_models(config).items()
+    if config["pipelines"][name].get("enabled", True)
+]
+
+for _plan in PIPELINE_PLANS.values():
+    lbconfig.write_if_changed(_plan.inputs_record, _plan.listing.to_dict())
+    for _stage in _plan.stages:
+        lbconfig.write_if_changed(
+            f"{_plan.root}/settings/{_stage['name']}.json", _stage["settings"]
+        )
+        if _stage["model"] not in MODELS:
+            # A model used by a pipeline only is fetched like a benchmarked one.
+            lbconfig.write_if_changed(
+                f"{MODELS_ROOT}/.settings/{_stage['model']}.json",
+                lbconfig.fetch_settings(
+                    lbconfig.model_settings(config, _stage["model"])
+                ),
+            )
+
+
+def pipeline_report_inputs(wildcards):
+    """The inputs listing and every batch record of one pipeline."""
+    plan = PIPELINE_PLANS[wildcards.pipeline]
+    return {"inputs": plan.inputs_record, "records": plan.records()}
+
+
+def pipeline_stages(wildcards):
+    """The pipeline's stages in chain order, as the report names them."""
+    return [
+        {"name": s["name"], "model": s["model"]}
+        for s in PIPELINE_PLANS[wildcards.pipeline].stages
+    ]

@@ -1,0 +1,87 @@
+# Pipelines over the user's input folders: one job per stage and batch of files.
+#
+# The batches are planned here, at parse time, from the folder listings: a job's outputs
+# are the per-file outputs of its batch, so a model loads once per batch, and a new file
+# reruns only its own batch. Changing a stage's prompt or model rewrites its settings
+# file: that stage's jobs rerun, and the later stages' jobs through their inputs.
+for _plan in PIPELINE_PLANS.values():
+    for _job in _plan.jobs:
+
+        rule:
+            name:
+                _job.rule_name
+            input:
+                settings=_job.settings,
+                manifest=_job.manifest,
+                sources=_job.sources,
+                questions=[q for q in _job.questions if q],
+                previous=_job.previous_record,
+            output:
+                outputs=_job.outputs,
+                record=_job.record,
+            log:
+                _job.log,
+            conda:
+                "../envs/localbench.yaml"
+            params:
+                names=_job.names,
+                questions=_job.questions,
+                batch=_job.batch_id,
+            script:
+                "../workflow/scripts/run_pipeline_stage.py"
+
+
+wildcard_constraints:
+    pipeline=r"[a-z0-9][a-z0-9_-]*",
+
+
+rule render_pipeline_report:
+    input:
+        unpack(pipeline_report_inputs),
+    output:
+        report=f"{RESULTS}/pipelines/{{pipeline}}/REPORT.md",
+        counts=f"{RESULTS}/pipelines/{{pipeline}}/summary.json",
+    log:
+        f"{RESULTS}/logs/pipelines/{{pipeline}}/render_pipeline_report.log",
+    conda:
+        "../envs/localbench.yaml"
+    params:
+        stages=pipeline_stages,
+        profile=PROFILE,
+    script:
+        "../workflow/scripts/render_pipeline_report.py"
+
+
+# One target per pipeline, named after it; `pipelines` runs them all. Both end the run
+# with one summary line per pipeline.
+for _name, _plan in PIPELINE_PLANS.items():
+    if _name in {r.name for r in workflow.rules} | {"pipelines", "report"}:
+        raise WorkflowError(
+            f"invalid config: pipelines.{_name}: the name is taken by a rule of the "
+            "workflow; choose another"
+        )
+
+    rule:
+        name:
+            _name
+        input:
+            counts=[f"{_plan.root}/summary.json"],
+        log:
+            f"{RESULTS}/logs/pipelines/{_name}/summary.log",
+        conda:
+            "../envs/localbench.yaml"
+        script:
+            "../workflow/scripts/summarise_pipelines.py"
+
+
+rule pipelines:
+    input:
+        counts=[f"{plan.root}/summary.json" for plan in PIPELINE_PLANS.values()],
+    log:
+        f"{RESULTS}/logs/pipelines/summary.log",
+    conda:
+        "../envs/localbench.yaml"
+    params:
+        not_run=PIPELINES_NOT_RUN,
+    script:
+        "../workflow/scripts/summarise_pipelines.py"

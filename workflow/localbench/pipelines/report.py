@@ -1,0 +1,162 @@
+"""A pipeline's REPORT.md and its end-of-run summary, from the batch records alone.
+
+Every latency shown was measured by the batch jobs of this run; the layout lives in the
+Jinja2 template ``workflow/templates/pipeline_report.md.j2``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from localbench.pipelines.batch import DONE
+from localbench.results import now_utc
+from localbench.stats import Measurement
+from localbench.summary import TEMPLATES, md
+
+
+def md_block(text: str) -> str:
+    """Multi-line model output as a Markdown quote, every line escaped: it cannot start a
+    heading, a table or a link, nor end the quote early."""
+    lines = [md(line) for line in (text or "").splitlines() if line.strip()]
+    return "\n".join(f"> {line}  " for line in lines) if lines else "> *(empty output)*"
+
+
+def _ms(value_s: float) -> str:
+    return f"{value_s * 1e3:.0f}"
+
+
+def _stage_row(stage: dict, batches: list[dict]) -> dict:
+    files = [f for batch in batches for f in batch["files"]]
+    latencies = [f["latency_s"] for f in files if f["status"] == DONE]
+    loads = [batch["load_s"] for batch in batches if "load_s" in batch]
+    row = {
+        "name": stage["name"],
+        "model": stage["model"],
+        "synthetic": any(batch.get("synthetic") for batch in batches),
+        "done": len(latencies),
+        "failed": sum(1 for f in files if f["status"] == "failed"),
+        "skipped": sum(1 for f in files if f["status"] == "skipped"),
+        "batches": len(batches),
+        "loads": len(loads),
+        "load_s_total": f"{sum(loads):.2f}" if loads else "n/a",
+        "device": next((b["device"] for b in batches if b.get("device")), "n/a"),
+    }
+    if latencies:
+        stats = Measurement.from_values(latencies, "s")
+        row.update(
+            p50_ms=_ms(stats.median),
+            p90_ms=_ms(stats.p90),
+            files_per_s=f"{len(latencies) / sum(latencies):.2f}",
+            inference_s=sum(latencies),
+        )
+    return row
+
+
+def report_context(
+    pipeline: str, stages: list[dict], inputs: dict, batches: list[dict], profile: str
+) -> dict:
+    """Rows and sentences for the template, from the inputs listing and batch records.
+
+    ``stages`` are ``{"name", "model"}`` in chain order; ``batches`` are every batch
+    record of every stage.
+    """
+    by_stage = {stage["name"]: [] for stage in stages}
+    for batch in batches:
+        by_stage[batch["stage"]].append(batch)
+    per_file: dict[str, dict] = {}
+    for stage in stages:
+        for batch in sorted(by_stage[stage["name"]], key=lambda b: b["batch"]):
+            for record in batch["files"]:
+                per_file.setdefault(record["name"], {})[stage["name"]] = record
+    files, failures = [], []
+    end_to_end = []
+    for name in sorted(per_file):
+        records = per_file[name]
+        steps = []
+        for stage in stages:
+            record = records.get(stage["name"])
+            if record is None:
+                continue
+            step = {"stage": stage["name"], "status": record["status"]}
+            if record["status"] == DONE:
+                step["output"] = md_block(record["text"])
+                step["latency_ms"] = _ms(record["latency_s"])
+                extra = [
+                    f"{record['windows']} audio window(s), {record['audio_seconds']:.1f} s"
+                    if "windows" in record
+                    else None,
+                    f"questions: {md(record['questions_from'])}"
+                    if "questions_from" in record
+                    else None,
+                ]
+                step["note"] = "; ".join(e for e in extra if e)
+            else:
+                step["reason"] = md(record["reason"])
+                if record["status"] != "skipped":
+                    failures.append(
+                        {"name": md(name), "stage": stage["name"], "reason": md(record["reason"])}
+                    )
+            steps.append(step)
+        complete = all(records.get(s["name"], {}).get("status") == DONE for s in stages)
+        total_s = sum(r["latency_s"] for r in records.values() if r["status"] == DONE)
+        if complete:
+            end_to_end.append(total_s)
+        files.append(
+            {
+                "name": md(name),
+                "steps": steps,
+                "complete": complete,
+                "end_to_end_ms": _ms(total_s) if complete else None,
+            }
+        )
+    for rejected in inputs.get("rejected", []):
+        failures.append(
+            {"name": md(rejected["name"]), "stage": "input", "reason": md(rejected["reason"])}
+        )
+    done = sum(1 for f in files if f["complete"])
+    stage_rows = [_stage_row(stage, by_stage[stage["name"]]) for stage in stages]
+    context = {
+        "pipeline": pipeline,
+        "profile": profile,
+        "generated_at": now_utc(),
+        "folder": md(inputs["folder"]),
+        "note": md(inputs["note"]) if inputs.get("note") else None,
+        "chain": " → ".join(f"{s['name']} ({md(s['model'])})" for s in stages),
+        "stages": stage_rows,
+        "synthetic_stages": [row["name"] for row in stage_rows if row["synthetic"]],
+        "files": files,
+        "failures": failures,
+        "counts": {
+            "files": len(files) + len(inputs.get("rejected", [])),
+            "done": done,
+            "failed": len(files) - done + len(inputs.get("rejected", [])),
+        },
+    }
+    if end_to_end:
+        stats = Measurement.from_values(end_to_end, "s")
+        context["end_to_end"] = {"p50_ms": _ms(stats.median), "p90_ms": _ms(stats.p90)}
+    return context
+
+
+def render_report(context: dict) -> str:
+    """REPORT.md from :func:`report_context`'s result."""
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return environment.get_template("pipeline_report.md.j2").render(**context)
+
+
+def summary_line(pipeline: str, counts: dict, note: str | None, report: str | Path) -> str:
+    """The one line the run ends with for a pipeline."""
+    if counts["files"] == 0:
+        return f"{pipeline}: no input files: {note}"
+    return (
+        f"{pipeline}: {counts['done']} of {counts['files']} files done, "
+        f"{counts['failed']} failed; report: {report}"
+    )

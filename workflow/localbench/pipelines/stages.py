@@ -1,0 +1,145 @@
+"""One stage on one input: the model call that turns a file, or the previous stage's text,
+into this stage's text. Greedy decoding through transformers' generate(), stopping at the
+end of sequence or at ``max_new_tokens``.
+
+Each function returns the text and a dict of details for the batch record; the caller
+times it. A model is never loaded here.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import GenerationMixin
+
+from localbench.pipelines import media
+from localbench.pipelines.media import UnreadableInput
+from localbench.scenarios.image_to_text import VQA_PROMPT
+from localbench.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
+
+GREEDY = {"do_sample": False, "num_beams": 1, "temperature": None, "top_p": None, "top_k": None}
+
+
+def _new_tokens(output: torch.Tensor, prompt_length: int) -> list[int]:
+    """The generated ids of a decoder-only output, which repeats the prompt first."""
+    return output[0, prompt_length:].tolist()
+
+
+def _token_budget(limit: int | None, prompt_length: int, wanted: int, what: str) -> int:
+    if limit is None:
+        return wanted
+    room = limit - prompt_length
+    if room < 1:
+        raise UnreadableInput(
+            f"{what} is {prompt_length} tokens; the model takes at most {limit} in all"
+        )
+    return min(wanted, room)
+
+
+def transcribe(loaded, path: str, settings: dict) -> tuple[str, dict]:
+    """Whisper over the whole file: one 30 s window after another, texts joined."""
+    samples = media.load_audio(path, SAMPLING_RATE)
+    window = loaded.processor.feature_extractor.n_samples
+    prompt = torch.tensor([decoder_prompt(loaded.model.generation_config)], device=loaded.device)
+    limit = getattr(loaded.model.config, "max_target_positions", None)
+    budget = _token_budget(limit, prompt.shape[1], settings["max_new_tokens"], "the prompt")
+    texts = []
+    for piece in media.split_windows(samples, window):
+        features = loaded.processor(piece, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+        # The generic generate(): Whisper's own adds timestamp-driven seeking that is
+        # not needed on one window at a time (as in the speech-recognition scenario).
+        output = GenerationMixin.generate(
+            loaded.model,
+            input_features=features.input_features.to(loaded.device, loaded.dtype),
+            decoder_input_ids=prompt,
+            max_new_tokens=budget,
+            **GREEDY,
+        )
+        tokens = _new_tokens(output, prompt.shape[1])
+        texts.append(loaded.processor.decode(tokens, skip_special_tokens=True).strip())
+    details = {
+        "audio_seconds": round(len(samples) / SAMPLING_RATE, 3),
+        "windows": len(texts),
+        "window_seconds": window / SAMPLING_RATE,
+    }
+    return " ".join(text for text in texts if text), details
+
+
+def _image_inputs(loaded, image, prompt: str | None):
+    kwargs = {"images": image, "return_tensors": "pt"}
+    if prompt is not None:
+        kwargs["text"] = prompt
+    inputs = loaded.processor(**kwargs).to(loaded.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
+    return inputs
+
+
+def _image_text(loaded, inputs, max_new_tokens: int) -> str:
+    output = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, **GREEDY)
+    prompt = inputs.get("input_ids")
+    # BLIP-2 (decoder-only language model) repeats the prompt, BLIP's caption does not.
+    if prompt is not None and output.shape[1] > prompt.shape[1]:
+        if torch.equal(output[0, : prompt.shape[1]], prompt[0].to(output.device)):
+            output = output[:, prompt.shape[1] :]
+    return loaded.processor.tokenizer.decode(output[0], skip_special_tokens=True).strip()
+
+
+def caption(loaded, path: str, settings: dict) -> tuple[str, dict]:
+    """BLIP's caption of one image."""
+    image = media.load_image(path)
+    text = _image_text(loaded, _image_inputs(loaded, image, None), settings["max_new_tokens"])
+    return text, {"image_size": list(image.size)}
+
+
+def answer(loaded, path: str, settings: dict, questions_path: str | None) -> tuple[str, dict]:
+    """BLIP-2's answer to each question about one image, as Q/A lines."""
+    questions, source = media.read_questions(questions_path, settings["questions"])
+    image = media.load_image(path)
+    answers = []
+    for question in questions:
+        inputs = _image_inputs(loaded, image, VQA_PROMPT.format(question=question))
+        answers.append(_image_text(loaded, inputs, settings["max_new_tokens"]))
+    text = "\n\n".join(f"Q: {q}\nA: {a}" for q, a in zip(questions, answers, strict=True))
+    details = {
+        "image_size": list(image.size),
+        "questions_from": source,
+        "answers": [{"question": q, "answer": a} for q, a in zip(questions, answers, strict=True)],
+    }
+    return text, details
+
+
+def build_prompt(template: str, previous: str, file_name: str) -> str:
+    """The stage's prompt: ``{previous}`` and ``{file}`` filled in, other text verbatim
+    (braces in a template need no escaping)."""
+    return template.replace("{file}", file_name).replace("{previous}", previous)
+
+
+def generate_text(loaded, previous: str, settings: dict, file_name: str) -> tuple[str, dict]:
+    """The language model's answer to the stage's prompt, through its chat template when
+    the tokenizer has one."""
+    tokenizer = loaded.processor
+    prompt = build_prompt(settings["prompt"], previous, file_name)
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )["input_ids"]
+    else:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    ids = ids.to(loaded.device)
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    budget = _token_budget(limit, ids.shape[1], settings["max_new_tokens"], "the prompt")
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    output = loaded.model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        pad_token_id=pad_id,
+        max_new_tokens=budget,
+        **GREEDY,
+    )
+    tokens = _new_tokens(output, ids.shape[1])
+    text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    return text, {"prompt_tokens": int(ids.shape[1]), "new_tokens": len(tokens)}

@@ -1,0 +1,36 @@
+"""Snakemake script: one pipeline stage over one batch of files (the model loaded once)."""
+
+import sys
+from pathlib import Path
+
+# The library lives beside this folder; a conda env made by --sdm conda does not install it.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+from localbench.atomic import read_json, write_json
+from localbench.logs import job_log
+from localbench.pipelines.batch import BatchItem, run_stage_batch
+
+inputs = snakemake.input  # noqa: F821 - injected by Snakemake
+outputs = snakemake.output  # noqa: F821
+params = snakemake.params  # noqa: F821
+
+with job_log(snakemake.log[0]) as log:  # noqa: F821
+    settings = read_json(inputs.settings)
+    items = [
+        BatchItem(name=name, source=source, output=output, questions=questions or None)
+        for name, source, output, questions in zip(
+            params.names, inputs.sources, outputs.outputs, params.questions, strict=True
+        )
+    ]
+    record = run_stage_batch(
+        settings,
+        read_json(inputs.manifest),
+        Path(inputs.manifest).parent,
+        params.batch,
+        items,
+        previous_batch=inputs.previous[0] if inputs.previous else None,
+        log=log,
+    )
+    done = sum(1 for f in record["files"] if f["status"] == "done")
+    log.info("%s batch %s: %d of %d files done", settings["stage"], params.batch, done, len(items))
+    write_json(outputs.record, record)
