@@ -136,9 +136,7 @@ def _partial_source(
         v = tl.load(qkv_ptr + v_at).to(tl.float32)
         if HAS_BIAS:  # rounded where the PyTorch path stores the biased projection
             q1 = (q1 + tl.load(bias_ptr + q_at, mask=row_ok[:, None], other=0.0)).to(dtype)
-            q2 = (q2 + tl.load(bias_ptr + q_at + HALF, mask=row_ok[:, None], other=0.0)).to(
-                dtype
-            )
+            q2 = (q2 + tl.load(bias_ptr + q_at + HALF, mask=row_ok[:, None], other=0.0)).to(dtype)
             k1 = (k1 + tl.load(bias_ptr + k_at)).to(dtype).to(tl.float32)
             k2 = (k2 + tl.load(bias_ptr + k_at + HALF)).to(dtype).to(tl.float32)
             v = (v + tl.load(bias_ptr + v_at)).to(dtype).to(tl.float32)
