@@ -14,6 +14,11 @@ import psutil
 import pytest
 import yaml
 from conftest import ROOT, SNAKEMAKE, TINY, snakemake
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from media_files import picture
+from test_hub import TOKEN, FakeRepo, fake_hub  # noqa: F401 - the fake Hub fixture
 
 MODEL = "qwen2.5-1.5b-instruct"
 
@@ -151,3 +156,180 @@ def test_running_out_of_memory_is_recorded_and_the_next_job_runs(tiny_blip):
     assert failed["reason"].startswith("out of memory: ") and "\n" not in failed["reason"]
     # Same process, memory given back: the next model runs.
     assert run_benchmark(settings, manifest, dest, {})["status"] == "measured"
+
+
+# ---------------------------------------------------------------------------------------
+# Bad configuration: random configs never give a traceback, always one line.
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats() | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def _key_paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from _key_paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _key_paths(child, (*prefix, index))
+
+
+PATHS = [path for path in _key_paths(SHIPPED) if path]
+
+
+@st.composite
+def mutated_configs(draw):
+    """The shipped config with a few keys replaced, deleted or added, at any depth."""
+    import copy
+
+    config = copy.deepcopy(SHIPPED)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(PATHS))
+        parent = config
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            action = draw(st.sampled_from(["replace", "delete", "add"]))
+            if action == "replace":
+                parent[path[-1]] = draw(JSON)
+            elif action == "delete":
+                del parent[path[-1]]
+            elif isinstance(parent, dict):
+                parent[draw(st.text(max_size=8))] = draw(JSON)
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change removed or replaced this path
+    return config
+
+
+def parse_time_checks(config) -> None:
+    """What rules/common.smk does with a config before any job is planned."""
+    from localbench import config as lbconfig
+    from localbench.pipelines.plan import check_pipelines, missing_models
+
+    lbconfig.check_config(config)
+    check_pipelines(config)
+    for name in lbconfig.enabled_models(config):
+        lbconfig.model_settings(config, name)
+        lbconfig.model_backends(config, name)
+    missing_models(config)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.one_of(mutated_configs(), JSON))
+def test_random_configs_give_one_line_never_a_traceback(config):
+    from localbench.config import ConfigError
+
+    try:
+        parse_time_checks(config)
+    except ConfigError as error:
+        message = str(error)
+        assert message.startswith("invalid config: ") and "\n" not in message
+        assert len(message) < 600
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input files: links out of the folder and folders named like files are refused.
+
+
+def test_links_out_of_the_folder_and_folders_named_like_files_are_refused(tmp_path):
+    from localbench.pipelines.plan import scan_inputs
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    secret = tmp_path / "secret.png"
+    picture().save(secret)
+    picture().save(folder / "inside.png")
+    (folder / "outside.png").symlink_to(secret)
+    (folder / "again.png").symlink_to(folder / "inside.png")  # stays in the folder
+    (folder / "album.jpg").mkdir()
+    (folder / "holidays").mkdir()  # an ordinary subfolder: not read, not reported
+    listing = scan_inputs(str(folder), "image")
+    assert listing.usable == ["again.png", "inside.png"]
+    assert listing.rejected == [
+        {"name": "album.jpg", "reason": "a folder, not a file"},
+        {"name": "outside.png", "reason": "a link pointing outside the folder"},
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# Downloads that fail, and the token: a real run against a fake Hub, with HF_TOKEN set.
+
+
+def test_hub_failures_become_rows_and_the_token_is_written_nowhere(fake_hub, tmp_path):  # noqa: F811
+    import tarfile
+
+    from localbench.synthetic import build_synthetic_checkpoint
+
+    served = tmp_path / "served"
+    build_synthetic_checkpoint("Qwen/Qwen2.5-1.5B-Instruct", "tiny", served)
+    files = {p.name: p.read_bytes() for p in served.iterdir() if p.is_file()}
+    fake_hub.add(FakeRepo("acme/tiny-qwen", {"main": files}))
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    config = {
+        "device": "cpu",
+        "weights": "hub",
+        "profile": "hub-run",
+        "benchmark_defaults": {"warmup_runs": 0, "repetitions": 1, "prompt_tokens": 8},
+        "models": {
+            "good": {"task": "text-generation", "repo": "acme/tiny-qwen"},
+            "echo": {"task": "text-generation", "repo": "acme/echo"},  # 403, echoes the token
+            "unknown": {"task": "text-generation", "repo": "acme/nope"},  # 404
+            # (gated 401, unknown revision and the rest: tests/test_hub.py)
+        },
+        "pipelines": {},
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "HUGGING")) and "proxy" not in k.lower()
+    }
+    env.update(
+        HF_ENDPOINT=fake_hub.url,
+        HF_HOME=str(workdir / "hf-home"),
+        HF_TOKEN=TOKEN,
+        NO_PROXY="127.0.0.1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
+    command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    run = subprocess.run(
+        [*command, "--cores", "1", "report", "archive"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    def status(name: str) -> tuple[str, str]:
+        result = json.loads((workdir / f"results/hub-run/benchmarks/{name}/eager.json").read_text())
+        return result["status"], result["reason"] or ""
+
+    assert status("good")[0] == "measured"  # the others did not stop it
+    assert status("echo")[0] == "pending_access" and "<token>" in status("echo")[1]
+    assert status("unknown")[0] == "failed" and "not found" in status("unknown")[1]
+    assert any(auth == f"Bearer {TOKEN}" for _, _, auth in fake_hub.log)  # it was used
+
+    # Every file the run wrote, archives unpacked, and what it printed: no token.
+    scanned = 0
+    for path in workdir.rglob("*"):
+        if not path.is_file() or path.is_symlink() or "hf-home" in path.parts:
+            continue
+        assert TOKEN.encode() not in path.read_bytes(), path
+        scanned += 1
+        if path.name.endswith(".tar.gz"):
+            with tarfile.open(path) as archive:
+                for member in archive.getmembers():
+                    if member.isfile():
+                        assert TOKEN.encode() not in archive.extractfile(member).read(), member
+    assert scanned > 20 and list(workdir.glob("archive/hub-run/*.tar.gz"))
+    assert TOKEN not in run.stdout + run.stderr
