@@ -333,3 +333,46 @@ def test_hub_failures_become_rows_and_the_token_is_written_nowhere(fake_hub, tmp
                         assert TOKEN.encode() not in archive.extractfile(member).read(), member
     assert scanned > 20 and list(workdir.glob("archive/hub-run/*.tar.gz"))
     assert TOKEN not in run.stdout + run.stderr
+
+
+def _truncated_wav(path: Path) -> None:
+    import numpy as np
+    import soundfile
+
+    soundfile.write(str(path), np.full(16_000, 0.1, dtype=np.float32), 16_000)
+    path.write_bytes(path.read_bytes()[:30])  # cut inside the header
+
+
+def _zero_second_wav(path: Path) -> None:
+    import numpy as np
+    import soundfile
+
+    soundfile.write(str(path), np.zeros(0, dtype=np.float32), 16_000)
+
+
+def _truncated_png(path: Path) -> None:
+    picture().save(path)
+    path.write_bytes(path.read_bytes()[:200])
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "loader"),
+    [
+        ("cut.wav", _truncated_wav, "audio"),
+        ("nothing.wav", _zero_second_wav, "audio"),
+        ("notes.mp3", lambda p: p.write_text("just some text\n"), "audio"),
+        ("cut.png", _truncated_png, "image"),
+        ("readme.jpg", lambda p: p.write_text("just some text\n"), "image"),
+    ],
+)
+def test_truncated_empty_and_disguised_media_fail_with_one_line(tmp_path, name, make, loader):
+    from localbench.pipelines import media
+
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(media.UnreadableInput) as caught:
+        if loader == "audio":
+            media.load_audio(path, 16_000)
+        else:
+            media.load_image(path)
+    assert str(caught.value) and "\n" not in str(caught.value)
