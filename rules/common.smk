@@ -25,7 +25,8 @@ validate(config, schema=str(lbconfig.SCHEMA_PATH))
 # other run in this folder it is stale, and the next run starts instead of refusing.
 if clear_stale_locks(Path.cwd()):
     print(
-        "localbench: removed the lock of an earlier run that was killed", file=sys.stderr
+        "localbench: removed the lock of an earlier run that was killed",
+        file=sys.stderr,
     )
 
 
