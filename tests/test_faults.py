@@ -222,7 +222,7 @@ def parse_time_checks(config) -> None:
     missing_models(config)
 
 
-@hypothesis_settings(max_examples=300, deadline=None)
+@hypothesis_settings(max_examples=200, deadline=None)
 @given(st.one_of(mutated_configs(), JSON))
 def test_random_configs_give_one_line_never_a_traceback(config):
     from localbench.config import ConfigError
