@@ -10,6 +10,7 @@ from snakemake.utils import validate
 from localbench import config as lbconfig
 from localbench.device import DeviceUnavailable
 from localbench.hardware import detect
+from localbench.locks import clear_stale_locks
 from localbench.pipelines import plan as lbplan
 from localbench.pipelines.plan import check_pipelines
 
@@ -19,6 +20,14 @@ try:
 except lbconfig.ConfigError as error:
     raise WorkflowError(str(error)) from None
 validate(config, schema=str(lbconfig.SCHEMA_PATH))
+
+# A run killed outright (SIGKILL, power loss) leaves Snakemake's lock behind; with no
+# other run in this folder it is stale, and the next run starts instead of refusing.
+if clear_stale_locks(Path.cwd()):
+    print(
+        "localbench: removed the lock of an earlier run that was killed",
+        file=sys.stderr,
+    )
 
 
 def detected_profile():

@@ -15,6 +15,8 @@ import os
 import tarfile
 from pathlib import Path
 
+from localbench.atomic import write_text
+
 INDEX_FIELDS = ["created_at", "profile", "config_hash", "path", "results", "measured"]
 
 
@@ -73,21 +75,24 @@ def create_archive(
         archive.addfile(info, io.BytesIO(text))
     os.replace(partial, target)
     index = archive_root / "index.csv"
-    new_index = not index.exists()
-    with open(index, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=INDEX_FIELDS)
-        if new_index:
-            writer.writeheader()
-        writer.writerow(
-            {
-                "created_at": now.isoformat(timespec="seconds"),
-                "profile": profile,
-                "config_hash": digest,
-                "path": target.relative_to(archive_root).as_posix(),
-                "results": results,
-                "measured": measured,
-            }
-        )
+    # Rewritten whole through a rename, never appended to: a run killed mid-write cannot
+    # leave a half line in it.
+    lines = index.read_text(encoding="utf-8") if index.exists() else ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=INDEX_FIELDS, lineterminator="\n")
+    if not lines:
+        writer.writeheader()
+    writer.writerow(
+        {
+            "created_at": now.isoformat(timespec="seconds"),
+            "profile": profile,
+            "config_hash": digest,
+            "path": target.relative_to(archive_root).as_posix(),
+            "results": results,
+            "measured": measured,
+        }
+    )
+    write_text(index, lines + buffer.getvalue())
     return target
 
 

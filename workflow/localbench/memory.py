@@ -71,3 +71,16 @@ def estimate(
         available_bytes=int(available_bytes),
         available_source=available_source,
     )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an allocation failure: the CUDA/MPS allocator's, the CPU allocator's, NumPy's."""
+    import torch
+
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    # PyTorch's CPU and MPS allocators raise a plain RuntimeError.
+    text = str(error)
+    return isinstance(error, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()
+    )

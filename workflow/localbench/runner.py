@@ -94,7 +94,14 @@ def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: 
     if not estimate.fits:
         return {**results.new_result(settings, results.SKIPPED, estimate.reason()), **base}
 
+    from localbench.acquire import ensure_intact
     from localbench.loading import load_model
+
+    # A weight file truncated or damaged since it was fetched is fetched again, not loaded.
+    problems = ensure_intact(settings, manifest, model_dir)
+    if problems:
+        reason = "checkpoint damaged and not repaired: " + "; ".join(problems)
+        return {**results.new_result(settings, results.FAILED, reason), **base}
 
     model = None
     try:
@@ -123,7 +130,9 @@ def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: 
         return result
     except Exception as error:  # noqa: BLE001 - any model-level failure becomes a row
         reason = results.one_line(error)
-        if isinstance(error, torch.OutOfMemoryError):
+        if memory.is_out_of_memory(error):
+            # Recorded as such; the finally block frees the model and the device cache
+            # before anything else runs in this process.
             reason = f"out of memory: {reason}"
         return {**results.new_result(settings, results.FAILED, reason), **base}
     finally:

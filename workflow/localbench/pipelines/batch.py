@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from localbench import results
+from localbench import memory, results
 from localbench.atomic import read_json, write_text
 from localbench.device import DTYPES, release_memory, resolve_device, resolve_dtype, synchronize
 from localbench.pipelines import media, stages
@@ -110,8 +110,12 @@ def run_stage_batch(
                 f"({manifest.get('status')}: {manifest.get('reason')})"
             )
         if pending:
+            from localbench.acquire import ensure_intact
             from localbench.loading import load_model
 
+            # Damaged weights are fetched again, never loaded.
+            if problems := ensure_intact(model_settings, manifest, model_dir):
+                raise RuntimeError("checkpoint damaged and not repaired: " + "; ".join(problems))
             device = resolve_device(model_settings["device"])
             dtype_name, _ = resolve_dtype(model_settings["dtype"], device)
             record.update(device=str(device), dtype=dtype_name)
@@ -142,7 +146,7 @@ def run_stage_batch(
         except Exception as error:  # noqa: BLE001 - one file's failure must not stop the batch
             if log:
                 log.exception("stage %s: %s failed", settings["stage"], item.name)
-            if isinstance(error, torch.OutOfMemoryError):
+            if memory.is_out_of_memory(error):
                 release_memory(device)
             files.append(_failed(item, FAILED, results.one_line(error)))
             continue

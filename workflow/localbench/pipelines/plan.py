@@ -201,9 +201,24 @@ def scan_inputs(folder: str, kind: str, sidecars: bool = False) -> InputListing:
     if not path.is_dir():
         listing.note = f"{folder} is not a folder"
         return listing
+    inside = path.resolve()
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         name = entry.name
-        if name.startswith(".") or entry.is_dir():
+        if name.startswith("."):
+            continue
+        named_like_input = Path(name).suffix.lower() in extensions
+        if entry.is_dir(follow_symlinks=False) and not named_like_input:
+            continue  # subfolders are not read
+        if entry.is_symlink() and inside not in Path(entry.path).resolve().parents:
+            # A link may point anywhere (~/.ssh, /etc): only files of the folder are read.
+            listing.rejected.append(
+                {"name": printable_name(name), "reason": "a link pointing outside the folder"}
+            )
+            continue
+        if entry.is_dir():
+            listing.rejected.append(
+                {"name": printable_name(name), "reason": "a folder, not a file"}
+            )
             continue
         if sidecars and name.lower().endswith(".txt"):
             continue
