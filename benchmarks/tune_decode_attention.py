@@ -7,6 +7,7 @@ A diagnostic for choosing ``BLOCK_POSITIONS`` and the kernels' warps:
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -53,9 +54,8 @@ def main() -> None:
                 decode_attention.BLOCK_POSITIONS = block
                 decode_attention.NUM_WARPS = warps
 
-                def step():
-                    decode_attention.launch(qkv, bias, cos, sin, at, keys, values, out, dim**-0.5)
-
+                args = (qkv, bias, cos, sin, at, keys, values, out, dim**-0.5)
+                step = functools.partial(decode_attention.launch, *args)
                 row = {"model": name, "block": block, "warps": warps, "us": time_us(step)}
                 print(json.dumps(row), flush=True)
 

@@ -19,6 +19,13 @@ from localbench.synthetic import build_synthetic_checkpoint  # noqa: E402
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _skip_on_a_gpu_unless_supported(head_dim):
+    # Compiled for a GPU, Triton's matrix products need 16 values per half head; the
+    # interpreter runs the tiny models' smaller heads too. The decoder checks the same.
+    if DEVICE.type == "cuda" and not decode_attention.available(DEVICE, head_dim):
+        pytest.skip(f"head size {head_dim}: the decoder uses PyTorch attention there")
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint_model(tmp_path_factory):
     """The tiny synthetic model of a repository, loaded once per module, float32."""
@@ -64,6 +71,7 @@ def _inputs(heads, kv_heads, dim, max_len, position, bias, dtype, seed=0):
 @pytest.mark.parametrize("position", [0, 1, 63, 64, 150])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_kernel_equals_the_pytorch_attention(heads, kv_heads, dim, bias, position, dtype):
+    _skip_on_a_gpu_unless_supported(dim)
     expected = _inputs(heads, kv_heads, dim, 160, position, bias, dtype)
     got = _inputs(heads, kv_heads, dim, 160, position, bias, dtype)
     reference = decode_attention.reference_decode_attention(**expected)
@@ -98,6 +106,7 @@ def test_decoder_with_the_kernel_gives_the_same_tokens(tiny_checkpoint_model, re
     loaded = tiny_checkpoint_model(repo)
     input_ids = prompt_ids(loaded.processor, 7)
     plain = FastDecoder(loaded.model, max_len=40, fuse=True, attention_kernel=False)
+    _skip_on_a_gpu_unless_supported(plain.head_dim)
     expected = plain.generate(input_ids, 24).tokens
     decoder = FastDecoder(loaded.model, max_len=40, fuse=True, attention_kernel=True)
     assert decoder.details("host clock")["decode_attention"] == "triton kernel"
@@ -106,6 +115,15 @@ def test_decoder_with_the_kernel_gives_the_same_tokens(tiny_checkpoint_model, re
     assert decoder.generate(input_ids, 24).tokens == expected
     with torch.inference_mode():  # and the step traces as one graph, as capture needs
         torch.compile(decoder._decode_step, fullgraph=True, backend="eager")()
+
+
+def test_the_kernel_is_used_for_power_of_two_heads_on_cuda_only():
+    assert decode_attention.available(torch.device("cuda"), 128) == (
+        decode_attention.triton is not None
+    )
+    assert not decode_attention.available(torch.device("cuda"), 80)
+    assert not decode_attention.available(torch.device("cuda"), 16)
+    assert not decode_attention.available(torch.device("cpu"), 128)
 
 
 def test_the_kernel_needs_the_fused_projections(tiny_checkpoint_model):

@@ -1,4 +1,4 @@
-"""One GPU kernel for a decode step's attention in the Llama family.
+"""Two GPU kernels for a decode step's attention in the Llama family.
 
 Written out in PyTorch, one decode step's attention is a chain of small kernels per layer:
 the projection's bias, the rotary embedding of the query and the key, two cache writes,
@@ -13,7 +13,7 @@ what was just written). The second combines the blocks per head.
 Rounding follows the PyTorch path: the biased projection, the rotated query and key and
 the softmax weights are rounded to the model's dtype where that path stores them.
 
-``decode_attention`` runs the kernel as a PyTorch operator (which ``torch.compile``
+``decode_attention`` runs the kernels as one PyTorch operator (which ``torch.compile``
 traces around); ``reference_decode_attention`` is the same computation in PyTorch, the
 definition the kernel is tested against (without a GPU in Triton's interpreter, with
 ``TRITON_INTERPRET=1`` set before Triton is imported).
@@ -35,9 +35,11 @@ BLOCK_POSITIONS = 64  # cache positions per program
 NUM_WARPS = 4  # per program, both kernels
 
 
-def available(device: torch.device) -> bool:
-    """Whether the kernel can run on ``device``: a CUDA device and Triton installed."""
-    return triton is not None and device.type == "cuda"
+def available(device: torch.device, head_dim: int) -> bool:
+    """Whether the kernels can run: a CUDA device, Triton installed, and a head size that
+    is a power of two (Triton's blocks are), 32 or more (its matrix products need 16 per half)."""
+    power_of_two = head_dim >= 32 and head_dim & (head_dim - 1) == 0
+    return triton is not None and device.type == "cuda" and power_of_two
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

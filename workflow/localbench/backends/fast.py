@@ -408,7 +408,7 @@ class FastDecoder(StaticDecoder):
         # On CUDA a decode step's attention (bias, rotary embedding, cache write, softmax)
         # is one Triton kernel per layer; it reads the fused projection's output.
         if attention_kernel is None:
-            attention_kernel = self.fused and decode_attention.available(self.device)
+            attention_kernel = self.fused and decode_attention.available(self.device, self.head_dim)
         if attention_kernel and not self.fused:
             raise ValueError("the decode-attention kernel needs the fused projections")
         self._setup(
