@@ -287,26 +287,6 @@ combine_kernel = triton.jit(_combine_source) if triton is not None else None
 # one graph around it and the compiled graph calls it like a library kernel; its cache
 # writes are declared, so the compiler updates the caches in place.
 @torch.library.custom_op("localbench::decode_attention", mutates_args=("keys", "values"))
-def _decode_attention_op(
-    qkv: torch.Tensor,
-    bias: torch.Tensor | None,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    position: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    scale: float,
-) -> torch.Tensor:
-    out = qkv.new_empty(qkv.numel() - 2 * keys.shape[1] * keys.shape[3])
-    launch(qkv, bias, cos, sin, position, keys, values, out, scale)
-    return out
-
-
-@_decode_attention_op.register_fake
-def _decode_attention_shape(qkv, bias, cos, sin, position, keys, values, scale):
-    return qkv.new_empty(qkv.numel() - 2 * keys.shape[1] * keys.shape[3])
-
-
 def decode_attention(
     qkv: torch.Tensor,
     bias: torch.Tensor | None,
@@ -317,5 +297,13 @@ def decode_attention(
     values: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    """The kernel on a CUDA device (see ``reference_decode_attention``)."""
-    return _decode_attention_op(qkv, bias, cos, sin, position, keys, values, scale)
+    """The kernels on a CUDA device: ``reference_decode_attention``'s result, and its
+    cache writes."""
+    out = qkv.new_empty(qkv.numel() - 2 * keys.shape[1] * keys.shape[3])
+    launch(qkv, bias, cos, sin, position, keys, values, out, scale)
+    return out
+
+
+@decode_attention.register_fake
+def _decode_attention_shape(qkv, bias, cos, sin, position, keys, values, scale):
+    return qkv.new_empty(qkv.numel() - 2 * keys.shape[1] * keys.shape[3])
