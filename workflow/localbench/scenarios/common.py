@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from localbench.device import synchronize
 from localbench.stats import Measurement
-from localbench.timing import Run
+from localbench.timing import Run, repeat
 
 
 def generation_metrics(runs: list[Run]) -> dict:
@@ -27,9 +27,21 @@ def generation_metrics(runs: list[Run]) -> dict:
     return metrics
 
 
-def timed_fast_request(device, request: Callable) -> Run:
-    """Time ``request()`` (preprocessing, encoder, then a fast decoder's generate, whose
-    ``FastRun`` it returns) from before the preprocessing, after a device sync."""
-    synchronize(device)
-    start = time.perf_counter()
-    return request().to_run(start)
+def repeat_fast_requests(decoder, request: Callable, device, bench: dict, before: str):
+    """Warm-up and measured runs of ``request()`` (preprocessing, encoder, then the fast
+    ``decoder``'s generate, whose ``FastRun`` it returns), each timed from ``before`` the
+    preprocessing, after a device sync. Returns the runs, the last run's tokens and what
+    the result records about the decoder."""
+
+    def once() -> Run:
+        synchronize(device)
+        start = time.perf_counter()
+        return request().to_run(start)
+
+    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    details = decoder.details(
+        f"start: host clock after a device sync, before {before}; first token: after a "
+        "device sync; inter-token gaps: CUDA events between graph replays (host clock on "
+        "CPU), no sync per token"
+    )
+    return runs, runs[-1].extra["tokens"], details

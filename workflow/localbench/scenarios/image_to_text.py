@@ -9,7 +9,7 @@ import torch
 
 from localbench.backends import blip, blip2
 from localbench.inputs import QUESTION, benchmark_image
-from localbench.scenarios.common import generation_metrics, timed_fast_request
+from localbench.scenarios.common import generation_metrics, repeat_fast_requests
 from localbench.stats import Measurement
 from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
@@ -73,16 +73,9 @@ def _fast(loaded, image, prompt, bench: dict):
         decoder.encode(inputs["pixel_values"])
         return decoder.generate(_prompt_ids(loaded, inputs), bench["new_tokens"])
 
-    def once() -> Run:
-        return timed_fast_request(loaded.device, request)
-
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
-    details = decoder.details(
-        "start: host clock after a device sync, before preprocessing and the vision "
-        "tower; first token: after a device sync; inter-token gaps: CUDA events between "
-        "graph replays (host clock on CPU), no sync per token"
+    return repeat_fast_requests(
+        decoder, request, loaded.device, bench, "preprocessing and the vision tower"
     )
-    return runs, runs[-1].extra["tokens"], details
 
 
 def measure(loaded, bench: dict, backend: str = "eager") -> dict:

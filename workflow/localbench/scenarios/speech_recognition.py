@@ -11,7 +11,7 @@ from transformers import GenerationMixin
 
 from localbench.backends.whisper import WhisperFastDecoder
 from localbench.inputs import benchmark_audio
-from localbench.scenarios.common import generation_metrics, timed_fast_request
+from localbench.scenarios.common import generation_metrics, repeat_fast_requests
 from localbench.stats import Measurement
 from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
@@ -66,16 +66,9 @@ def _fast(loaded, audio, prompt, bench: dict):
         decoder.encode(_features(loaded, audio))
         return decoder.generate(prompt, bench["new_tokens"])
 
-    def once() -> Run:
-        return timed_fast_request(loaded.device, request)
-
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
-    details = decoder.details(
-        "start: host clock after a device sync, before feature extraction and the "
-        "encoder; first token: after a device sync; inter-token gaps: CUDA events "
-        "between graph replays (host clock on CPU), no sync per token"
+    return repeat_fast_requests(
+        decoder, request, loaded.device, bench, "feature extraction and the encoder"
     )
-    return runs, runs[-1].extra["tokens"], details
 
 
 def measure(loaded, bench: dict, backend: str = "eager") -> dict:
