@@ -5,7 +5,8 @@ the model is the real architecture with random weights initialised on the device
 starts in seconds; it prints the decode rate, the time to first token and the CUDA
 kernels that take the decode step's time.
 
-    python benchmarks/profile_fast_decode.py Qwen/Qwen2.5-1.5B-Instruct --kernels
+    python benchmarks/profile_fast_decode.py Qwen/Qwen2.5-1.5B-Instruct --kernels \
+        --variant kernels --variant attention
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
 from localbench.architectures import load_architecture, model_class, transformers_config  # noqa: E402
-from localbench.backends import decode_attention  # noqa: E402
+from localbench.backends import decode_attention, gemv  # noqa: E402
 from localbench.backends.fast import FastDecoder  # noqa: E402
+
+# name: (attention kernel, matrix-vector kernels, what it is)
+VARIANTS = {
+    "kernels": (True, True, "Triton attention and matrix-vector kernels (the default)"),
+    "attention": (True, False, "Triton attention, compiled PyTorch projections"),
+    "pytorch": (False, False, "compiled PyTorch throughout"),
+}
 
 
 def build_on_device(repo: str, dtype=torch.bfloat16, device="cuda"):
@@ -46,6 +54,7 @@ def time_decoder(decoder, prompt_tokens: int, new_tokens: int, runs: int) -> dic
     rates, ttfts = [], []
     for _ in range(runs):
         run = decoder.generate(prompt, new_tokens)
+        tokens = run.tokens
         rates.append((new_tokens - 1) / (run.end - run.first_token))
         ttfts.append((run.first_token - run.start) * 1e3)
     return {
@@ -54,6 +63,7 @@ def time_decoder(decoder, prompt_tokens: int, new_tokens: int, runs: int) -> dic
         "first_call_s": setup_s,
         "compiled": decoder.use_compile,
         "compile_error": decoder.compile_error,
+        "tokens": tokens,
     }
 
 
@@ -77,20 +87,34 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--kernels", action="store_true", help="print the kernel table")
     parser.add_argument(
-        "--attention",
-        choices=["kernel", "pytorch", "both"],
-        default="kernel",
-        help="decode attention: the Triton kernel, the PyTorch ops, or one after the other",
+        "--variant",
+        choices=list(VARIANTS),
+        action="append",
+        help="the decode step's kernels, one run each (default: kernels): "
+        + "; ".join(f"{name}: {text}" for name, (_, _, text) in VARIANTS.items()),
+    )
+    parser.add_argument(
+        "--tuned", type=Path, help="tilings for the matrix-vector kernel (tune_gemv.py --tuned)"
     )
     args = parser.parse_args()
+    if args.tuned:
+        for entry in json.loads(args.tuned.read_text()):
+            gemv.TUNED[tuple(entry["weight"])] = gemv.Blocks(**entry["tiling"])
     model = build_on_device(args.repo)
     max_len = args.prompt_tokens + args.new_tokens
     print(json.dumps({"repo": args.repo, **check_kernel(model, max_len)}), flush=True)
-    choices = ["kernel", "pytorch"] if args.attention == "both" else [args.attention]
-    for attention in choices:
-        decoder = FastDecoder(model, max_len=max_len, attention_kernel=attention == "kernel")
+    first_tokens = None
+    for variant in args.variant or ["kernels"]:
+        attention, linear, _ = VARIANTS[variant]
+        decoder = FastDecoder(
+            model, max_len=max_len, attention_kernel=attention, linear_kernels=linear
+        )
         result = time_decoder(decoder, args.prompt_tokens, args.new_tokens, args.runs)
-        print(json.dumps({"repo": args.repo, "attention": attention, **result}), flush=True)
+        tokens = result.pop("tokens")
+        first_tokens = first_tokens or tokens
+        same = sum(a == b for a, b in zip(tokens, first_tokens, strict=True))
+        result["tokens_equal_to_first_variant"] = f"{same}/{len(tokens)}"
+        print(json.dumps({"repo": args.repo, "variant": variant, **result}), flush=True)
         if args.kernels and decoder.graph is not None:
             print(kernel_table(decoder), flush=True)
         del decoder

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from localbench.backends import decode_attention
+from localbench.backends import decode_attention, gemv
 from localbench.timing import Run
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
@@ -208,7 +208,8 @@ class StaticDecoder:
         self.use_cuda_graph = use_cuda_graph
         self.use_compile = use_cuda_graph if use_compile is None else use_compile
         self.compile_error: str | None = None
-        self.attention_kernel = False  # a decoder with its own attention kernel sets it
+        # A decoder with its own kernels sets these.
+        self.attention_kernel = self.linear_kernels = False
         self.graph: torch.cuda.CUDAGraph | None = None
         self.prefill_graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.capture_s = 0.0
@@ -225,6 +226,7 @@ class StaticDecoder:
             "compiled": self.use_compile,
             "compile_error": self.compile_error,
             "decode_attention": "triton kernel" if self.attention_kernel else "pytorch",
+            "decode_projections": "triton kernel" if self.linear_kernels else "pytorch",
             "graph_capture_s": self.capture_s,
             "timer": timer,
         }
@@ -294,7 +296,7 @@ class StaticDecoder:
                 raise
             # The plain path: uncompiled, attention in PyTorch; the result says why.
             self.compile_error = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-            self.use_compile = self.attention_kernel = False
+            self.use_compile = self.attention_kernel = self.linear_kernels = False
             self._step, self._prefill = self._decode_step, self._prefill_step
             prefill = self._capture(self._prefill, prompt)
             self.graph = self._capture(self._step)
@@ -368,6 +370,7 @@ class FastDecoder(StaticDecoder):
         use_compile: bool | None = None,
         fuse: bool | None = None,
         attention_kernel: bool | None = None,
+        linear_kernels: bool | None = None,
     ) -> None:
         ok, why = supports(model)
         if not ok:
@@ -411,6 +414,24 @@ class FastDecoder(StaticDecoder):
             attention_kernel = self.fused and decode_attention.available(self.device, self.head_dim)
         if attention_kernel and not self.fused:
             raise ValueError("the decode-attention kernel needs the fused projections")
+        # The projections as matrix-vector kernels with the norms, the SiLU gate and the
+        # residual sums folded in; they hand the attention kernel its input.
+        plain_mlp = (
+            config.hidden_act == "silu"
+            and not any(
+                linear.bias is not None
+                for layer in self.layers
+                for linear in (layer.self_attn.o_proj, layer.mlp.down_proj, layer.mlp.gate_proj)
+            )
+            and self.lm_head.bias is None
+        )
+        if linear_kernels is None:
+            linear_kernels = attention_kernel and plain_mlp and gemv.available(self.device)
+        if linear_kernels and not (attention_kernel and plain_mlp):
+            raise ValueError(
+                "the matrix-vector kernels need the decode-attention kernel, "
+                "a SiLU MLP and projections without bias after attention"
+            )
         self._setup(
             max_len,
             self.lm_head.out_features,
@@ -420,13 +441,17 @@ class FastDecoder(StaticDecoder):
             use_compile=use_compile,
         )
         self.attention_kernel = attention_kernel
+        self.linear_kernels = linear_kernels
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
         return self.embed(input_ids)
 
     def _forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Hidden state of the last position after writing all positions to the cache."""
+        """Hidden state of the last position (before the final norm) after writing all
+        positions to the cache."""
         length = x.shape[1]
+        if length == 1 and self.linear_kernels:
+            return self._kernel_decode(x, positions)
         cos = self.cos[positions][None, None]
         sin = self.sin[positions][None, None]
         mask = self.positions[None, :] <= positions[:, None]
@@ -481,7 +506,37 @@ class FastDecoder(StaticDecoder):
             out = out.transpose(1, 2).reshape(1, length, self.q_size)
             x = x + attention.o_proj(out)
             x = self._mlp(index, layer, x)
-        return self.norm(x[:, -1:])
+        return x[:, -1:]
+
+    def _kernel_decode(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """A decode step's layers as four matrix-vector kernels and the attention kernels
+        each: norm and query/key/value product, attention, output product and residual,
+        norm and gate/up product and SiLU gate, down product and residual."""
+        x = x.view(-1)
+        for index, layer in enumerate(self.layers):
+            weight, bias = self.qkv[index]
+            norm = layer.input_layernorm
+            qkv = self._gemv(x, weight, norm)
+            out = decode_attention.decode_attention(
+                qkv,
+                bias,
+                self.cos,
+                self.sin,
+                position,
+                self.keys[index],
+                self.values[index],
+                self.scaling[index],
+            )
+            x = self._gemv(out, layer.self_attn.o_proj.weight, residual=x)
+            norm = layer.post_attention_layernorm
+            gated = self._gemv(x, self.gate_up[index], norm, gated=True)
+            x = self._gemv(gated, layer.mlp.down_proj.weight, residual=x)
+        return x.view(1, 1, -1)
+
+    def _gemv(self, x, weight, norm=None, gated=False, residual=None) -> torch.Tensor:
+        """One matrix-vector kernel (``gemv.gemv``), after ``norm`` if given."""
+        norm_weight, eps = (norm.weight, norm.variance_epsilon) if norm else (None, 0.0)
+        return gemv.gemv(x, weight, norm_weight, eps, gated, residual)
 
     def _mlp(self, index: int, layer, x: torch.Tensor) -> torch.Tensor:
         """The layer's second half: norm, MLP, residual."""
@@ -492,4 +547,7 @@ class FastDecoder(StaticDecoder):
         return x + layer.mlp(h)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+        """The final norm and the LM head of the last position's hidden state."""
+        if self.linear_kernels:
+            return self._gemv(hidden.view(-1), self.lm_head.weight, self.norm)
+        return self.lm_head(self.norm(hidden))
