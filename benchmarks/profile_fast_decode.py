@@ -112,8 +112,9 @@ def main() -> None:
         result = time_decoder(decoder, args.prompt_tokens, args.new_tokens, args.runs)
         tokens = result.pop("tokens")
         first_tokens = first_tokens or tokens
-        same = sum(a == b for a, b in zip(tokens, first_tokens, strict=True))
-        result["tokens_equal_to_first_variant"] = f"{same}/{len(tokens)}"
+        pairs = enumerate(zip(tokens, first_tokens, strict=True))
+        prefix = next((i for i, (a, b) in pairs if a != b), len(tokens))
+        result["tokens_equal_to_first_variant"] = f"first {prefix} of {len(tokens)}"
         print(json.dumps({"repo": args.repo, "variant": variant, **result}), flush=True)
         if args.kernels and decoder.graph is not None:
             print(kernel_table(decoder), flush=True)
