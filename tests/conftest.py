@@ -49,3 +49,35 @@ def tiny_run(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
     snakemake(workdir, "--cores", "2", "report", *TINY)
     return workdir / "results" / "test-machine"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_model(tmp_path_factory):
+    """Load the tiny synthetic model of a repository (float32, on the GPU if there is
+    one), once per session: ``tiny_checkpoint_model(repo)``."""
+    import torch
+    from localbench.loading import load_model
+    from localbench.synthetic import build_synthetic_checkpoint
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = {}
+
+    def load(repo):
+        if repo not in loaded:
+            folder = tmp_path_factory.mktemp("tiny-checkpoint") / "model"
+            build_synthetic_checkpoint(repo, "tiny", folder)
+            loaded[repo] = load_model(folder, "text-generation", torch.float32, device)
+        return loaded[repo]
+
+    return load
+
+
+def trace_as_one_graph(fn, *args):
+    """Trace and run ``fn(*args)`` as one graph (``fullgraph=True``), as CUDA graph capture
+    needs: a graph break raises. Dynamo's caches are reset first, since a session compiles
+    the same decoder methods for many models and would reach its recompilation limit."""
+    import torch
+
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        return torch.compile(fn, fullgraph=True, backend="eager")(*args)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import trace_as_one_graph
 
 pytest.importorskip("triton")
 
 from localbench.backends import decode_attention  # noqa: E402
 from localbench.backends.fast import FastDecoder  # noqa: E402
 from localbench.inputs import prompt_ids  # noqa: E402
-from localbench.loading import load_model  # noqa: E402
-from localbench.synthetic import build_synthetic_checkpoint  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -24,21 +23,6 @@ def _skip_on_a_gpu_unless_supported(head_dim):
     # interpreter runs the tiny models' smaller heads too. The decoder checks the same.
     if DEVICE.type == "cuda" and not decode_attention.available(DEVICE, head_dim):
         pytest.skip(f"head size {head_dim}: the decoder uses PyTorch attention there")
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint_model(tmp_path_factory):
-    """The tiny synthetic model of a repository, loaded once per module, float32."""
-    loaded = {}
-
-    def load(repo):
-        if repo not in loaded:
-            folder = tmp_path_factory.mktemp("kernel") / "model"
-            build_synthetic_checkpoint(repo, "tiny", folder)
-            loaded[repo] = load_model(folder, "text-generation", torch.float32, DEVICE)
-        return loaded[repo]
-
-    return load
 
 
 def _inputs(heads, kv_heads, dim, max_len, position, bias, dtype, seed=0):
@@ -113,8 +97,7 @@ def test_decoder_with_the_kernel_gives_the_same_tokens(tiny_checkpoint_model, re
     # Twice: the second request overwrites the cache the first one left.
     assert decoder.generate(input_ids, 24).tokens == expected
     assert decoder.generate(input_ids, 24).tokens == expected
-    with torch.inference_mode():  # and the step traces as one graph, as capture needs
-        torch.compile(decoder._decode_step, fullgraph=True, backend="eager")()
+    trace_as_one_graph(decoder._decode_step)  # and the step is one graph, as capture needs
 
 
 def test_the_kernel_is_used_for_power_of_two_heads_on_cuda_only():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import trace_as_one_graph
 from localbench.backends.fast import FastDecoder, _argmax, supports
 from localbench.inputs import prompt_ids
 from localbench.loading import load_model
@@ -87,10 +88,8 @@ def test_decode_and_prefill_trace_as_one_graph(tiny_text_model, fuse):
     the GPU path needs: the whole step is one graph, with no data-dependent Python.
     """
     decoder = FastDecoder(tiny_text_model.model, max_len=16, fuse=fuse)
-    with torch.inference_mode():
-        prefill = torch.compile(decoder._prefill_step, fullgraph=True, backend="eager")
-        prefill(prompt_ids(tiny_text_model.processor, 5))
-        torch.compile(decoder._decode_step, fullgraph=True, backend="eager")()
+    trace_as_one_graph(decoder._prefill_step, prompt_ids(tiny_text_model.processor, 5))
+    trace_as_one_graph(decoder._decode_step)
     assert decoder.position.item() == 6
 
 

@@ -9,14 +9,13 @@ import copy
 
 import pytest
 import torch
+from conftest import trace_as_one_graph
 
 pytest.importorskip("triton")
 
 from localbench.backends import gemv  # noqa: E402
 from localbench.backends.fast import FastDecoder  # noqa: E402
 from localbench.inputs import prompt_ids  # noqa: E402
-from localbench.loading import load_model  # noqa: E402
-from localbench.synthetic import build_synthetic_checkpoint  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -67,9 +66,9 @@ def test_kernel_equals_its_pytorch_definition(rows, inputs, tiling, norm, gated,
 
 
 @pytest.mark.parametrize("repo", ["Qwen/Qwen2.5-1.5B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"])
-def test_the_reference_is_what_the_model_computes(tiny_model, repo):
+def test_the_reference_is_what_the_model_computes(tiny_checkpoint_model, repo):
     """In bf16, the norm, projection, gate and residual as the modules compute them."""
-    model = copy.deepcopy(tiny_model(repo).model).to(torch.bfloat16)
+    model = copy.deepcopy(tiny_checkpoint_model(repo).model).to(torch.bfloat16)
     layer = model.model.layers[0]
     mlp, attention = layer.mlp, layer.self_attn
     norm = layer.post_attention_layernorm
@@ -87,24 +86,9 @@ def test_the_reference_is_what_the_model_computes(tiny_model, repo):
         assert torch.equal(summed, (x + attention.o_proj(out.view(1, 1, -1))).view(-1))
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """The tiny synthetic model of a repository, loaded once per module, float32."""
-    loaded = {}
-
-    def load(repo):
-        if repo not in loaded:
-            folder = tmp_path_factory.mktemp("gemv") / "model"
-            build_synthetic_checkpoint(repo, "tiny", folder)
-            loaded[repo] = load_model(folder, "text-generation", torch.float32, DEVICE)
-        return loaded[repo]
-
-    return load
-
-
 @pytest.mark.parametrize("repo", ["Qwen/Qwen2.5-1.5B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"])
-def test_decoder_with_the_kernels_gives_the_same_tokens(tiny_model, repo):
-    loaded = tiny_model(repo)
+def test_decoder_with_the_kernels_gives_the_same_tokens(tiny_checkpoint_model, repo):
+    loaded = tiny_checkpoint_model(repo)
     input_ids = prompt_ids(loaded.processor, 7)
     plain = FastDecoder(loaded.model, max_len=40, fuse=True, attention_kernel=False)
     if DEVICE.type == "cuda" and plain.head_dim < 32:
@@ -115,20 +99,19 @@ def test_decoder_with_the_kernels_gives_the_same_tokens(tiny_model, repo):
     )
     assert decoder.details("host clock")["decode_projections"] == "triton kernel"
     assert decoder.generate(input_ids, 24).tokens == expected
-    with torch.inference_mode():  # and the step traces as one graph, as capture needs
-        torch.compile(decoder._decode_step, fullgraph=True, backend="eager")()
+    trace_as_one_graph(decoder._decode_step)  # and the step is one graph, as capture needs
 
 
-def test_the_kernels_need_the_attention_kernel(tiny_model):
-    loaded = tiny_model("Qwen/Qwen2.5-1.5B-Instruct")
+def test_the_kernels_need_the_attention_kernel(tiny_checkpoint_model):
+    loaded = tiny_checkpoint_model("Qwen/Qwen2.5-1.5B-Instruct")
     with pytest.raises(ValueError, match="decode-attention kernel"):
         FastDecoder(loaded.model, max_len=8, fuse=True, attention_kernel=False, linear_kernels=True)
 
 
-def test_the_kernels_are_used_on_cuda_only(tiny_model):
+def test_the_kernels_are_used_on_cuda_only(tiny_checkpoint_model):
     assert gemv.available(torch.device("cuda")) == (gemv.triton is not None)
     assert not gemv.available(torch.device("cpu"))
-    loaded = tiny_model("Qwen/Qwen2.5-1.5B-Instruct")
+    loaded = tiny_checkpoint_model("Qwen/Qwen2.5-1.5B-Instruct")
     decoder = FastDecoder(loaded.model, max_len=8, fuse=True)
     assert decoder.linear_kernels == (DEVICE.type == "cuda")
 
