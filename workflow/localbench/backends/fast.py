@@ -20,9 +20,11 @@ token. This decoder keeps only the work the model needs, in the spirit of gpt-fa
 - on CUDA the decode step and the prefill (for the prompt's length) are compiled with
   ``torch.compile`` (fewer, fused kernels) and captured once as CUDA graphs: one launch
   per token and no host synchronisation until the end; there a decode step's attention
-  (bias, rotary embedding, cache write, softmax) is one Triton kernel per layer
-  (``decode_attention.py``). If compilation fails the uncompiled step with PyTorch
-  attention is captured instead, and the result says so.
+  (bias, rotary embedding, cache write, softmax) is a pair of Triton kernels per layer
+  (``decode_attention.py``), and each projection, the LM head included, one Triton
+  matrix-vector kernel with the norm, the SiLU gate or the residual sum folded in
+  (``gemv.py``). If compilation fails the uncompiled step with PyTorch attention and
+  projections is captured instead, and the result says so.
 
 It runs the model's own modules and weights (embeddings, norms, projections, MLPs, LM
 head) and only re-implements attention, the cache and the projections' grouping, so its
@@ -294,7 +296,8 @@ class StaticDecoder:
         except Exception as error:  # noqa: BLE001 - compilers fail in many ways
             if not (self.use_compile or self.attention_kernel):
                 raise
-            # The plain path: uncompiled, attention in PyTorch; the result says why.
+            # The plain path: uncompiled, attention and projections in PyTorch; the result
+            # says why.
             self.compile_error = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
             self.use_compile = self.attention_kernel = self.linear_kernels = False
             self._step, self._prefill = self._decode_step, self._prefill_step
