@@ -27,25 +27,32 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
+from localbench.architectures import load_architecture  # noqa: E402
 from localbench.backends import gemv  # noqa: E402
 
-# name: (weight rows, inputs, normalised input, gated, residual)
-SHAPES = {
-    "qwen2.5-1.5b": {
-        "qkv": (2048, 1536, True, False, False),
-        "o": (1536, 1536, False, False, True),
-        "gate_up": (17920, 1536, True, True, False),
-        "down": (1536, 8960, False, False, True),
-        "lm_head": (151936, 1536, True, False, False),
-    },
-    "llama-3.2-3b": {
-        "qkv": (5120, 3072, True, False, False),
-        "o": (3072, 3072, False, False, True),
-        "gate_up": (16384, 3072, True, True, False),
-        "down": (3072, 8192, False, False, True),
-        "lm_head": (128256, 3072, True, False, False),
-    },
+REPOS = {
+    "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B-Instruct",
+    "llama-3.2-3b": "meta-llama/Llama-3.2-3B-Instruct",
 }
+
+
+def decode_products(repo: str) -> dict[str, tuple[int, int, bool, bool, bool]]:
+    """The decode step's products of ``repo``'s architecture, as the fast decoder runs
+    them: name -> (weight rows, inputs, normalised input, gated, residual)."""
+    config = load_architecture(repo)["config"]
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    head_dim = config.get("head_dim") or hidden // heads
+    q_size, kv_size = heads * head_dim, config["num_key_value_heads"] * head_dim
+    intermediate = config["intermediate_size"]
+    return {
+        "qkv": (q_size + 2 * kv_size, hidden, True, False, False),
+        "o": (hidden, q_size, False, False, True),
+        "gate_up": (2 * intermediate, hidden, True, True, False),
+        "down": (hidden, intermediate, False, False, True),
+        "lm_head": (config["vocab_size"], hidden, True, False, False),
+    }
+
+
 L2_FLUSH_BYTES = 512 * 2**20  # several times the L2 cache: no copy is read from it
 
 
@@ -124,8 +131,8 @@ def main() -> None:
     torch.manual_seed(0)
     print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}))
     tuned = []
-    for model, shapes in SHAPES.items():
-        for name, shape in shapes.items():
+    for model, repo in REPOS.items():
+        for name, shape in decode_products(repo).items():
             best = tune(model, name, *shape)
             tuned.append({"weight": shape[:2], "tiling": dataclasses.asdict(best)})
             torch.cuda.empty_cache()

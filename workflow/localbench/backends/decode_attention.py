@@ -299,11 +299,16 @@ def decode_attention(
 ) -> torch.Tensor:
     """The kernels on a CUDA device: ``reference_decode_attention``'s result, and its
     cache writes."""
-    out = qkv.new_empty(qkv.numel() - 2 * keys.shape[1] * keys.shape[3])
+    out = _new_output(qkv, keys)
     launch(qkv, bias, cos, sin, position, keys, values, out, scale)
     return out
 
 
+def _new_output(qkv: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """An empty attention output: the query heads of ``qkv`` (its keys and values cut)."""
+    return qkv.new_empty(qkv.numel() - 2 * keys.shape[1] * keys.shape[3])
+
+
 @decode_attention.register_fake
 def _decode_attention_shape(qkv, bias, cos, sin, position, keys, values, scale):
-    return qkv.new_empty(qkv.numel() - 2 * keys.shape[1] * keys.shape[3])
+    return _new_output(qkv, keys)

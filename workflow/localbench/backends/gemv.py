@@ -228,11 +228,16 @@ def gemv(
     residual: torch.Tensor | None,
 ) -> torch.Tensor:
     """The kernel on a CUDA device: ``reference_gemv``'s result as a new vector."""
-    out = x.new_empty(weight.shape[0] // 2 if gated else weight.shape[0])
+    out = _new_output(x, weight, gated)
     launch(x, weight, out, norm_weight, eps, gated, residual)
     return out
 
 
+def _new_output(x: torch.Tensor, weight: torch.Tensor, gated: bool) -> torch.Tensor:
+    """An empty result vector: a value per weight row, half as many when gated."""
+    return x.new_empty(weight.shape[0] // 2 if gated else weight.shape[0])
+
+
 @gemv.register_fake
 def _gemv_shape(x, weight, norm_weight, eps, gated, residual):
-    return x.new_empty(weight.shape[0] // 2 if gated else weight.shape[0])
+    return _new_output(x, weight, gated)
