@@ -1,38 +1,58 @@
 # Quick start:  make report   (creates .venv, installs, runs the benchmark DAG)
 #               make test     (the test suite, tiny synthetic models, a few minutes)
 #               make pipelines (your files in inputs/ through the configured pipelines)
-PYTHON ?= python3
+#
+# Variables:    PYTHON=python3.12   the interpreter for .venv (default: found, 3.11+)
+#               TORCH=auto|cpu|pypi|URL   which PyTorch build (README, "Which PyTorch")
+#               CONFIG="size=tiny"  Snakemake --config overrides for report/pipelines
+#               CORES=1             Snakemake --cores
+export PYTHON ?=
+export TORCH ?= auto
+CONFIG ?=
+CORES ?= 1
 VENV := .venv
 BIN := $(VENV)/bin
+INSTALL := sh envs/install.sh $(VENV)
 INSTALLED := $(VENV)/.installed
-CORES ?= 1
+TESTED := $(VENV)/.installed-test
+SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) $(if $(strip $(CONFIG)),--config $(CONFIG))
 
-.PHONY: report pipelines test lint clean-results
+.PHONY: report pipelines test lint install lock clean-results
 
-# torch is pinned in requirements.txt: an unpinned torch would pull CUDA packages
-# onto machines that have no GPU.
-$(INSTALLED): requirements.txt pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+$(INSTALLED): envs/install.sh requirements.txt requirements.lock pyproject.toml
+	$(INSTALL) requirements.txt
+	touch $@
+
+$(TESTED): $(INSTALLED) requirements-test.txt
+	$(INSTALL) requirements.txt requirements-test.txt
+	touch $@
+
+# Reinstall now, e.g. after choosing another PyTorch build: make install TORCH=cpu
+install:
+	$(INSTALL) requirements.txt
 	touch $(INSTALLED)
 
 report: $(INSTALLED)
-	$(BIN)/snakemake --cores $(CORES) report
+	$(SNAKEMAKE) report
 
 pipelines: $(INSTALLED)
-	$(BIN)/snakemake --cores $(CORES) pipelines
+	$(SNAKEMAKE) pipelines
 
-test: $(INSTALLED)
+test: $(TESTED)
 	$(BIN)/python -m pytest -q
 
-lint: $(INSTALLED)
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+lint: $(TESTED)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c requirements.lock
 	$(BIN)/ruff check workflow tests
 	$(BIN)/ruff format --check workflow tests
 	$(BIN)/snakefmt --check Snakefile rules
 	$(BIN)/snakemake --lint
+
+# Every platform's versions in one file, from the three requirement files.
+lock: $(TESTED)
+	$(BIN)/uv pip compile --universal --python-version 3.11 --no-config \
+		--default-index https://pypi.org/simple --custom-compile-command "make lock" \
+		requirements.txt requirements-test.txt requirements-dev.txt -o requirements.lock
 
 clean-results:
 	rm -rf results .snakemake
