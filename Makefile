@@ -15,7 +15,9 @@ BIN := $(VENV)/bin
 INSTALL := sh envs/install.sh $(VENV)
 INSTALLED := $(VENV)/.installed
 TESTED := $(VENV)/.installed-test
-SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) $(if $(strip $(CONFIG)),--config $(CONFIG))
+SNAKEMAKE := $(BIN)/snakemake --cores $(CORES)
+# After the target: --config takes every word that follows it.
+OVERRIDES := $(if $(strip $(CONFIG)),--config $(CONFIG))
 
 .PHONY: report pipelines test lint install lock clean-results
 
@@ -33,10 +35,10 @@ install:
 	touch $(INSTALLED)
 
 report: $(INSTALLED)
-	$(SNAKEMAKE) report
+	$(SNAKEMAKE) report $(OVERRIDES)
 
 pipelines: $(INSTALLED)
-	$(SNAKEMAKE) pipelines
+	$(SNAKEMAKE) pipelines $(OVERRIDES)
 
 test: $(TESTED)
 	$(BIN)/python -m pytest -q
