@@ -333,3 +333,9 @@ def test_good_files_are_done_and_hostile_ones_failed_with_a_reason(hostile_run):
     assert "visual-qa: no input files: inputs/vqa cannot be used: a symbolic link loop" in (
         completed.stdout
     )
+
+
+def test_a_pipeline_left_out_keeps_its_target_which_says_why(workdir):
+    edit_config(workdir, lambda c: c["models"].pop("blip-base"))
+    completed = snakemake(workdir, "--cores", "1", "photo-stories", *TINY)
+    assert "photo-stories: not run: pipelines.photo-stories.stages[0].model" in completed.stdout
