@@ -91,20 +91,12 @@ def existing_archives():
 
 
 # The pipelines over the user's input folders: planned here, at parse time, from the
-# folder listings (rules/pipelines.smk makes one rule per stage and batch).
-PIPELINE_PLANS = {
-    _name: lbplan.plan_pipeline(
-        config, _name, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs"
-    )
-    for _name, _spec in config["pipelines"].items()
-    if _spec.get("enabled", True) and _name not in lbplan.missing_models(config)
-}
-# Pipelines left out because a stage's model is not configured, with the reason.
-PIPELINES_NOT_RUN = [
-    line
-    for name, line in lbplan.missing_models(config).items()
-    if config["pipelines"][name].get("enabled", True)
-]
+# folder listings (rules/pipelines.smk makes one rule per stage and batch). A pipeline
+# that cannot be planned (a stage's model not configured, a folder that cannot be read)
+# is left out with one line: planning never stops `report` or any other target.
+PIPELINE_PLANS, PIPELINES_NOT_RUN = lbplan.plan_pipelines(
+    config, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs"
+)
 
 for _plan in PIPELINE_PLANS.values():
     lbconfig.write_if_changed(_plan.inputs_record, _plan.listing.to_dict())

@@ -54,8 +54,44 @@ def _previous_records(path: str | None) -> dict[str, dict]:
 
 
 def _failed(item: BatchItem, status: str, reason: str) -> dict:
-    write_text(item.output, f"{FAILED_PREFIX}{reason}\n")
-    return {"name": item.name, "status": status, "reason": reason, "output": item.output}
+    """The record of a file that failed or was skipped; its output file gets one
+    ``FAILED:`` line. Never raises: when even that line cannot be written, the record
+    says so (Snakemake then reports the missing output)."""
+    record = {"name": item.name, "status": status, "reason": reason, "output": item.output}
+    try:
+        write_text(item.output, f"{FAILED_PREFIX}{reason}\n")
+    except Exception as error:  # noqa: BLE001 - the other files must still run
+        record["reason"] = f"{reason}; its output file cannot be written: {results.one_line(error)}"
+    return record
+
+
+def _run_item(loaded, device, task: str, item: BatchItem, settings: dict, log) -> dict:
+    """One file through the stage, timed, its output written: its record. Every step is
+    inside this file's failure boundary, so one file never costs the others theirs."""
+    try:
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            text, details = _run_one(loaded, task, item, settings)
+        synchronize(device)
+        latency_s = time.perf_counter() - start
+        write_text(item.output, text + "\n")
+    except media.UnreadableInput as error:
+        return _failed(item, FAILED, str(error))
+    except Exception as error:  # noqa: BLE001 - one file's failure must not stop the batch
+        if log:
+            log.exception("stage %s: %s failed", settings["stage"], item.name)
+        if memory.is_out_of_memory(error):
+            release_memory(device)
+        return _failed(item, FAILED, results.one_line(error))
+    return {
+        "name": item.name,
+        "status": DONE,
+        "output": item.output,
+        "text": text,
+        "latency_s": latency_s,
+        **details,
+    }
 
 
 def run_stage_batch(
@@ -90,7 +126,7 @@ def run_stage_batch(
     pending = []
     for item in items:
         before = previous.get(item.name)
-        if before is not None and before["status"] != DONE:
+        if before is not None and before.get("status") != DONE:
             files.append(
                 _failed(
                     item,
@@ -132,35 +168,7 @@ def run_stage_batch(
         files.extend(_failed(item, FAILED, reason) for item in pending)
         pending = []
 
-    for item in pending:
-        try:
-            synchronize(device)
-            start = time.perf_counter()
-            with torch.inference_mode():
-                text, details = _run_one(loaded, task, item, settings)
-            synchronize(device)
-            latency_s = time.perf_counter() - start
-        except media.UnreadableInput as error:
-            files.append(_failed(item, FAILED, str(error)))
-            continue
-        except Exception as error:  # noqa: BLE001 - one file's failure must not stop the batch
-            if log:
-                log.exception("stage %s: %s failed", settings["stage"], item.name)
-            if memory.is_out_of_memory(error):
-                release_memory(device)
-            files.append(_failed(item, FAILED, results.one_line(error)))
-            continue
-        write_text(item.output, text + "\n")
-        files.append(
-            {
-                "name": item.name,
-                "status": DONE,
-                "output": item.output,
-                "text": text,
-                "latency_s": latency_s,
-                **details,
-            }
-        )
+    files.extend(_run_item(loaded, device, task, item, settings, log) for item in pending)
     del loaded
     if device is not None:
         release_memory(device)

@@ -7,12 +7,16 @@ from the folder listing alone, so the report can name it without any job running
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from localbench.config import ConfigError
+from localbench.results import one_line
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -39,6 +43,26 @@ RESERVED_STAGE_NAMES = {"batches", "settings"}
 # Stage settings that decide a stage's outputs; benchmark knobs are not among them, so
 # changing how a model is benchmarked never reruns a pipeline.
 MODEL_KEYS = ("name", "task", "repo", "revision", "dtype", "device", "weights", "size")
+# Output file names are kept short enough for every common file system: the smallest
+# common limit on a name is 143 bytes (eCryptfs home folders; ext4, APFS and NTFS allow
+# 255), and the atomic writer's temporary file adds "." + "." + 8 random characters +
+# ".tmp" to the name (localbench.atomic.write_bytes).
+NAME_MAX_BYTES = 143
+ATOMIC_TEMP_EXTRA_BYTES = len(".") + len(".") + 8 + len(".tmp")
+MAX_OUTPUT_NAME_BYTES = NAME_MAX_BYTES - ATOMIC_TEMP_EXTRA_BYTES
+# Hex digits of the input name's SHA-256 in a shortened output name: 64 bits, so two
+# long names that share every byte of the kept prefix still get different output names.
+NAME_HASH_DIGITS = 16
+# Characters that end a line somewhere (a shell, a log, a Markdown table): C0 and C1
+# controls, and Unicode's line and paragraph separators.
+LINE_BREAKING_CATEGORIES = ("Cc", "Zl", "Zp")
+# How a file that is not a regular file is named in a reason, by its st_mode test.
+FILE_TYPE_NAMES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def _stage_where(pipeline: str, index: int) -> str:
@@ -141,8 +165,15 @@ def stage_settings(config: dict, pipeline: str, index: int, model_settings: dict
 
 
 def printable_name(name: str) -> str:
-    """A file name as text that can be shown anywhere: undecodable bytes as \\x escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A file name as one line of text that can be shown anywhere: undecodable bytes as
+    \\x escapes, control characters and line breaks as Python escapes (\\n, \\u2028)."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in LINE_BREAKING_CATEGORIES
+        else char
+        for char in text
+    )
 
 
 def name_problem(name: str) -> str | None:
@@ -151,7 +182,7 @@ def name_problem(name: str) -> str | None:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return "file name is not valid UTF-8; rename the file"
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+    if any(unicodedata.category(char) in LINE_BREAKING_CATEGORIES for char in name):
         return "file name contains control characters (such as a newline); rename the file"
     if "{" in name or "}" in name:
         return "file name contains { or }, which Snakemake reads as a wildcard; rename the file"
@@ -159,6 +190,52 @@ def name_problem(name: str) -> str | None:
         return (
             "file name contains < or >, which Snakemake reads as a path variable; rename the file"
         )
+    return None
+
+
+def os_reason(error: OSError) -> str:
+    """An operating-system error on a folder entry as a short reason."""
+    if error.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "cannot be read (permission denied)"
+    if error.errno == errno.ENAMETOOLONG:
+        return "its path is too long for the file system"
+    return f"cannot be read ({error.strerror or type(error).__name__})"
+
+
+def file_problem(path: str, inside: str) -> str | None:
+    """Why the entry ``path`` of the folder whose real path is ``inside`` cannot be read
+    as one input file, or None: a regular, non-empty file that opens, or a link to one
+    within the folder.
+
+    Never raises and never follows a link out of the folder: a dangling link, a link
+    loop, a FIFO, a socket, a device, a folder or a file that does not open each get
+    their reason. Opening is non-blocking, so a FIFO never hangs the listing.
+    """
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            try:
+                target = os.path.realpath(path, strict=True)
+            except OSError as error:
+                if error.errno == errno.ENOENT:
+                    return "a link to nothing (its target does not exist)"
+                return os_reason(error)
+            if target == inside or os.path.commonpath([inside, target]) != inside:
+                # A link may point anywhere (~/.ssh, /etc): only files of the folder are read.
+                return "a link pointing outside the folder"
+            info = os.stat(target)
+        if stat.S_ISDIR(info.st_mode):
+            return "a folder, not a file"
+        if not stat.S_ISREG(info.st_mode):
+            type_name = next((n for is_type, n in FILE_TYPE_NAMES if is_type(info.st_mode)), None)
+            return f"{type_name or 'something'}, not a regular file"
+        if info.st_size == 0:
+            return "empty file (0 bytes)"
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as error:
+        return os_reason(error)
     return None
 
 
@@ -170,13 +247,21 @@ def sidecar_path(folder: Path, name: str) -> Path:
 @dataclass
 class InputListing:
     """The usable files of an input folder, the rejected ones with reasons, and a note
-    when the folder holds nothing to run."""
+    when the folder holds nothing to run; ``questions`` are the usable question files
+    (visual question answering), which are not inputs themselves."""
 
     folder: str
     kind: str
     usable: list[str] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     note: str | None = None
+    questions: set[str] = field(default_factory=set)
+
+    def reject(self, name: str, reason: str) -> None:
+        """Record ``name`` as a failed input with ``reason`` (it is no longer usable)."""
+        if name in self.usable:
+            self.usable.remove(name)
+        self.rejected.append({"name": printable_name(name), "reason": reason})
 
     def to_dict(self) -> dict:
         return {
@@ -188,59 +273,75 @@ class InputListing:
         }
 
 
+def _folder_note(folder: str, kind: str, expected: str) -> str | None:
+    """Why ``folder`` cannot be listed at all, or None."""
+    shown = printable_name(folder)
+    try:
+        info = os.stat(folder)
+    except FileNotFoundError:
+        if os.path.lexists(folder):
+            return f"{shown} is a link to nothing (its target does not exist)"
+        return f"{shown}/ does not exist: put {kind} files there ({expected})"
+    except OSError as error:
+        return f"{shown} cannot be used: {os_reason(error)}"
+    except ValueError:  # os.stat refuses a path holding a NUL byte
+        return f"{shown} cannot be used: the path holds a NUL byte"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{shown} is not a folder"
+    return None
+
+
 def scan_inputs(folder: str, kind: str, sidecars: bool = False) -> InputListing:
     """List ``folder``'s files (not subfolders, not hidden files) for a pipeline reading
-    ``kind``; with ``sidecars``, ``.txt`` files are questions, not inputs."""
+    ``kind``; with ``sidecars``, ``.txt`` files are questions, not inputs.
+
+    Never raises for what the folder holds: an entry that cannot be used is rejected
+    with its reason, a folder that cannot be listed gets a note.
+    """
     listing = InputListing(folder=folder, kind=kind)
     extensions = KIND_EXTENSIONS[kind]
     expected = ", ".join(ext.lstrip(".") for ext in extensions)
-    path = Path(folder)
-    if not path.exists():
-        listing.note = f"{folder}/ does not exist: put {kind} files there ({expected})"
+    if note := _folder_note(folder, kind, expected):
+        listing.note = note
         return listing
-    if not path.is_dir():
-        listing.note = f"{folder} is not a folder"
+    try:
+        inside = os.path.realpath(folder, strict=True)
+        entries = sorted((entry.name, entry.path) for entry in os.scandir(folder))
+    except OSError as error:
+        listing.note = f"{printable_name(folder)}/ cannot be listed: {os_reason(error)}"
         return listing
-    inside = path.resolve()
-    for entry in sorted(os.scandir(path), key=lambda e: e.name):
-        name = entry.name
+    for name, path in entries:
         if name.startswith("."):
             continue
-        named_like_input = Path(name).suffix.lower() in extensions
-        if entry.is_dir(follow_symlinks=False) and not named_like_input:
+        suffix = Path(name).suffix.lower()
+        try:
+            real_folder = stat.S_ISDIR(os.lstat(path).st_mode)
+        except OSError as error:
+            listing.reject(name, os_reason(error))
+            continue
+        if real_folder and suffix not in extensions:
             continue  # subfolders are not read
-        if entry.is_symlink() and inside not in Path(entry.path).resolve().parents:
-            # A link may point anywhere (~/.ssh, /etc): only files of the folder are read.
-            listing.rejected.append(
-                {"name": printable_name(name), "reason": "a link pointing outside the folder"}
-            )
-            continue
-        if entry.is_dir():
-            listing.rejected.append(
-                {"name": printable_name(name), "reason": "a folder, not a file"}
-            )
-            continue
-        if sidecars and name.lower().endswith(".txt"):
+        if sidecars and suffix == ".txt":
+            if (reason := file_problem(path, inside)) is None:
+                listing.questions.add(name)
+            else:
+                listing.reject(name, f"question file: {reason}")
             continue
         reason = name_problem(name)
+        if reason is None and suffix not in extensions:
+            found = f"extension {suffix!r}" if suffix else "no extension"
+            article = "an" if kind[0] in "aei" else "a"
+            reason = f"not {article} {kind} file: {found} (expected {expected})"
         if reason is None:
-            suffix = Path(name).suffix.lower()
-            if suffix not in extensions:
-                found = f"extension {suffix!r}" if suffix else "no extension"
-                article = "an" if kind[0] in "aei" else "a"
-                reason = f"not {article} {kind} file: {found} (expected {expected})"
-            elif not entry.is_file():
-                reason = "not a regular file"
-            elif entry.stat().st_size == 0:
-                reason = "empty file (0 bytes)"
-            elif not os.access(entry.path, os.R_OK):
-                reason = "cannot be read (permission denied)"
+            reason = file_problem(path, inside)
         if reason is None:
             listing.usable.append(name)
         else:
-            listing.rejected.append({"name": printable_name(name), "reason": reason})
+            listing.reject(name, reason)
     if not listing.usable and not listing.rejected:
-        listing.note = f"{folder}/ holds no files: put {kind} files there ({expected})"
+        listing.note = (
+            f"{printable_name(folder)}/ holds no files: put {kind} files there ({expected})"
+        )
     return listing
 
 
@@ -283,10 +384,36 @@ def _batch(names: list[str]) -> Batch:
     return Batch(id=f"b{first[:10]}", names=tuple(names))
 
 
+def _truncate_utf8(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 form has at most ``limit`` bytes."""
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def output_name(name: str, extension: str) -> str:
+    """The output file name for input file ``name``: ``<name>.<extension>``, or, when
+    that is longer than MAX_OUTPUT_NAME_BYTES, a prefix of the name's stem, ``~``, 16
+    hex digits of the whole name's SHA-256, the name's own suffix and ``.<extension>``
+    (``Meeting about…~3fa2c0d1e4b5a6c7.m4a.txt``).
+
+    The same name gives the same output name on every run and machine; names that share
+    a long prefix differ in their hash.
+    """
+    full = f"{name}.{extension}"
+    if len(full.encode("utf-8")) <= MAX_OUTPUT_NAME_BYTES:
+        return full
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    suffix = Path(name).suffix
+    tail = f"~{digest[:NAME_HASH_DIGITS]}{suffix}.{extension}"
+    if len(tail.encode("utf-8")) > MAX_OUTPUT_NAME_BYTES // 2:
+        suffix, tail = "", f"~{digest[:NAME_HASH_DIGITS]}.{extension}"  # a "suffix" of 60+ bytes
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return _truncate_utf8(stem, MAX_OUTPUT_NAME_BYTES - len(tail.encode("utf-8"))) + tail
+
+
 def output_path(stage_dir: str | Path, name: str, extension: str) -> str:
-    """``<stage_dir>/<name>.<extension>``, refusing any name that would leave the folder."""
+    """``<stage_dir>/<output name>``, refusing any name that would leave the folder."""
     stage_dir = Path(stage_dir)
-    candidate = stage_dir / f"{name}.{extension}"
+    candidate = stage_dir / output_name(name, extension)
     if "/" in name or name in (".", "..") or name.startswith(".") or candidate.parent != stage_dir:
         raise ValueError(f"file name {printable_name(name)!r} would leave {stage_dir}")
     return str(candidate)
@@ -333,8 +460,40 @@ class PipelinePlan:
         return [job.record for job in self.jobs]
 
 
+def _plan_outputs(
+    listing: InputListing, stage_dirs: dict[str, tuple[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Every usable file's output path per stage (``stage_dirs``: stage name to its folder
+    and extension), within each file's own failure boundary: a file whose output path
+    cannot be made, or would be another file's, is rejected with the reason."""
+    planned: dict[str, dict[str, str]] = {}
+    owners: dict[str, str] = {}  # output path to the input file that writes it
+    for file_name in list(listing.usable):
+        try:
+            paths = {
+                stage: output_path(stage_dir, file_name, extension)
+                for stage, (stage_dir, extension) in stage_dirs.items()
+            }
+            for path in paths.values():
+                if path in owners:
+                    raise ValueError(
+                        f"its output file {Path(path).name!r} is already that of "
+                        f"{printable_name(owners[path])!r}; rename one of them"
+                    )
+        except (ValueError, OSError, UnicodeError) as error:
+            listing.reject(file_name, str(error))
+            continue
+        owners.update(dict.fromkeys(paths.values(), file_name))
+        planned[file_name] = paths
+    return planned
+
+
 def plan_pipeline(config: dict, name: str, results_dir: str, models_root: str, logs_dir: str):
-    """Stages, input files, batches and every path of pipeline ``name``."""
+    """Stages, input files, batches and every path of pipeline ``name``.
+
+    A file that cannot be planned is rejected in the listing with its reason; the
+    others are planned as usual.
+    """
     from localbench.config import model_settings
 
     spec = config["pipelines"][name]
@@ -346,23 +505,27 @@ def plan_pipeline(config: dict, name: str, results_dir: str, models_root: str, l
     first_task = stages[0]["settings"]["model"]["task"]
     kind = INPUT_KIND[first_task]
     vqa = first_task == "visual-question-answering"
-    folder = spec["inputs"].rstrip("/") or "."
+    folder = spec["inputs"].rstrip("/") or "/"
     listing = scan_inputs(folder, kind, sidecars=vqa)
+    outputs_of = _plan_outputs(
+        listing,
+        {s["name"]: (f"{root}/{s['name']}", s["settings"]["extension"]) for s in stages},
+    )
     jobs = []
     for batch in stable_batches(listing.usable, spec.get("batch_size", 16)):
         previous: list[str] = []
-        sources = [f"{folder}/{file_name}" for file_name in batch.names]
+        sources = [os.path.join(folder, file_name) for file_name in batch.names]
         for stage in stages:
-            stage_dir = f"{root}/{stage['name']}"
-            extension = stage["settings"]["extension"]
             record = f"{root}/batches/{stage['name']}/{batch.id}.json"
             questions = [""] * len(batch.names)
             if vqa and not previous:
                 questions = [
-                    str(path) if (path := sidecar_path(Path(folder), n)).is_file() else ""
+                    os.path.join(folder, question)
+                    if (question := sidecar_path(Path(folder), n).name) in listing.questions
+                    else ""
                     for n in batch.names
                 ]
-            outputs = [output_path(stage_dir, n, extension) for n in batch.names]
+            outputs = [outputs_of[n][stage["name"]] for n in batch.names]
             jobs.append(
                 StageJob(
                     rule_name=f"run_{name}_{stage['name']}_{batch.id}",
@@ -381,3 +544,28 @@ def plan_pipeline(config: dict, name: str, results_dir: str, models_root: str, l
             )
             sources, previous = outputs, [record]
     return PipelinePlan(name=name, root=root, listing=listing, stages=stages, jobs=jobs)
+
+
+def plan_pipelines(
+    config: dict, results_dir: str, models_root: str, logs_dir: str
+) -> tuple[dict[str, PipelinePlan], dict[str, str]]:
+    """The plan of every enabled pipeline, and one line for each enabled pipeline that is
+    not run: a stage's model is not configured, or planning it failed.
+
+    Called when Snakemake parses the workflow, for every target: no error in one
+    pipeline's planning is raised, so it can never stop ``report`` or another pipeline.
+    """
+    missing = missing_models(config)
+    plans: dict[str, PipelinePlan] = {}
+    not_run: dict[str, str] = {}
+    for name, spec in (config.get("pipelines") or {}).items():
+        if not spec.get("enabled", True):
+            continue
+        if name in missing:
+            not_run[name] = missing[name]
+            continue
+        try:
+            plans[name] = plan_pipeline(config, name, results_dir, models_root, logs_dir)
+        except Exception as error:  # noqa: BLE001 - one pipeline's problem stops only it
+            not_run[name] = f"{name}: not run: planning failed: {printable_name(one_line(error))}"
+    return plans, not_run

@@ -27,6 +27,15 @@ def _ms(value_s: float) -> str:
     return f"{value_s * 1e3:.0f}"
 
 
+def _shortened_output(name: str, record: dict, extension: str) -> str | None:
+    """A note naming the output file, escaped, where it is not ``<name>.<extension>``
+    (a name too long for the file system gets a short one)."""
+    output = Path(record.get("output") or "").name
+    if not output or output == f"{name}.{extension}":
+        return None
+    return f"output file: {md(output)}"
+
+
 def _stage_row(stage: dict, batches: list[dict]) -> dict:
     files = [f for batch in batches for f in batch["files"]]
     latencies = [f["latency_s"] for f in files if f["status"] == DONE]
@@ -66,8 +75,10 @@ def report_context(
     for batch in batches:
         by_stage[batch["stage"]].append(batch)
     per_file: dict[str, dict] = {}
+    extensions = {}  # stage name to its output files' extension
     for stage in stages:
         for batch in sorted(by_stage[stage["name"]], key=lambda b: b["batch"]):
+            extensions[stage["name"]] = batch.get("settings", {}).get("extension", "txt")
             for record in batch["files"]:
                 per_file.setdefault(record["name"], {})[stage["name"]] = record
     files, failures = [], []
@@ -90,10 +101,12 @@ def report_context(
                     f"questions: {md(record['questions_from'])}"
                     if "questions_from" in record
                     else None,
+                    _shortened_output(name, record, extensions[stage["name"]]),
                 ]
                 step["note"] = "; ".join(e for e in extra if e)
             else:
-                step["reason"] = md(record["reason"])
+                shortened = _shortened_output(name, record, extensions[stage["name"]])
+                step["reason"] = md(record["reason"]) + (f" ({shortened})" if shortened else "")
                 if record["status"] != "skipped":
                     failures.append(
                         {"name": md(name), "stage": stage["name"], "reason": md(record["reason"])}

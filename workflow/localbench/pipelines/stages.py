@@ -17,6 +17,15 @@ from localbench.scenarios.image_to_text import VQA_PROMPT
 from localbench.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
 
 GREEDY = {"do_sample": False, "num_beams": 1, "temperature": None, "top_p": None, "top_k": None}
+# The shortest audio transcribed, in hops of the feature extractor. Whisper's extractor
+# makes one log-mel frame of 25 ms (n_fft 400) every 10 ms (hop_length 160 at 16 kHz),
+# and its encoder keeps one position per two frames; 10 frames, 0.1 s, is about the
+# shortest spoken word. Anything shorter holds no word, and Whisper, which pads every
+# input to 30 s, would "transcribe" the padding into invented text.
+MIN_AUDIO_FRAMES = 10
+# Vision encoders cut the resized image into square patches; a picture smaller than one
+# patch side has less detail than a single patch. Used when a config names no patch.
+DEFAULT_PATCH_SIZE = 16
 
 
 def _new_tokens(output: torch.Tensor, prompt_length: int) -> list[int]:
@@ -38,7 +47,14 @@ def _token_budget(limit: int | None, prompt_length: int, wanted: int, what: str)
 def transcribe(loaded, path: str, settings: dict) -> tuple[str, dict]:
     """Whisper over the whole file: one 30 s window after another, texts joined."""
     samples = media.load_audio(path, SAMPLING_RATE)
-    window = loaded.processor.feature_extractor.n_samples
+    extractor = loaded.processor.feature_extractor
+    media.require_duration(
+        samples,
+        SAMPLING_RATE,
+        max(extractor.n_fft, MIN_AUDIO_FRAMES * extractor.hop_length),
+        f"{MIN_AUDIO_FRAMES} frames of {extractor.hop_length} samples, about one spoken word",
+    )
+    window = extractor.n_samples
     prompt = torch.tensor([decoder_prompt(loaded.model.generation_config)], device=loaded.device)
     limit = getattr(loaded.model.config, "max_target_positions", None)
     budget = _token_budget(limit, prompt.shape[1], settings["max_new_tokens"], "the prompt")
@@ -64,6 +80,12 @@ def transcribe(loaded, path: str, settings: dict) -> tuple[str, dict]:
     return " ".join(text for text in texts if text), details
 
 
+def patch_size(loaded) -> int:
+    """The side in pixels of the model's vision patches: the smallest image it can use."""
+    vision = getattr(loaded.model.config, "vision_config", None)
+    return int(getattr(vision, "patch_size", None) or DEFAULT_PATCH_SIZE)
+
+
 def _image_inputs(loaded, image, prompt: str | None):
     kwargs = {"images": image, "return_tensors": "pt"}
     if prompt is not None:
@@ -85,7 +107,7 @@ def _image_text(loaded, inputs, max_new_tokens: int) -> str:
 
 def caption(loaded, path: str, settings: dict) -> tuple[str, dict]:
     """BLIP's caption of one image."""
-    image = media.load_image(path)
+    image = media.load_image(path, min_side=patch_size(loaded))
     text = _image_text(loaded, _image_inputs(loaded, image, None), settings["max_new_tokens"])
     return text, {"image_size": list(image.size)}
 
@@ -93,7 +115,7 @@ def caption(loaded, path: str, settings: dict) -> tuple[str, dict]:
 def answer(loaded, path: str, settings: dict, questions_path: str | None) -> tuple[str, dict]:
     """BLIP-2's answer to each question about one image, as Q/A lines."""
     questions, source = media.read_questions(questions_path, settings["questions"])
-    image = media.load_image(path)
+    image = media.load_image(path, min_side=patch_size(loaded))
     answers = []
     for question in questions:
         inputs = _image_inputs(loaded, image, VQA_PROMPT.format(question=question))
