@@ -1,13 +1,13 @@
 # Config validation, the hardware profile, paths and input functions.
+# (The Snakefile puts workflow/, the localbench library, on sys.path.)
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from localbench import config as lbconfig
+from localbench.config_files import check_config_file
 from localbench.device import DeviceUnavailable
 from localbench.hardware import detect
 from localbench.locks import clear_stale_locks
@@ -15,6 +15,10 @@ from localbench.pipelines import plan as lbplan
 from localbench.pipelines.plan import check_pipelines
 
 try:
+    # The files given with --configfile, read by Snakemake before this workflow ran: a
+    # YTE template among them (its code has run) still stops the run here.
+    for _file in workflow.configfiles:
+        check_config_file(_file)
     lbconfig.check_config(config)
     check_pipelines(config)
 except lbconfig.ConfigError as error:
