@@ -25,6 +25,11 @@ except lbconfig.ConfigError as error:
     raise WorkflowError(str(error)) from None
 validate(config, schema=str(lbconfig.SCHEMA_PATH))
 
+# A dry run writes nothing in the project: settings that would change are written aside
+# (lbconfig.plan_without_writing), and jobs name the file they read with lbconfig.read_path.
+if workflow.output_settings.dryrun:
+    lbconfig.plan_without_writing()
+
 # A run killed outright (SIGKILL, power loss) leaves Snakemake's lock behind; with no
 # other run in this folder it is stale, and the next run starts instead of refusing.
 if clear_stale_locks(Path.cwd()):
@@ -62,7 +67,7 @@ wildcard_constraints:
 
 # One canonical settings file per job, rewritten only when its content changes: the
 # jobs that read it rerun exactly when their settings change (README, "What triggers a
-# rerun").
+# rerun"). Jobs name them through the functions below, which a dry run redirects.
 for _name in MODELS:
     _settings = lbconfig.model_settings(config, _name)
     lbconfig.write_if_changed(
@@ -73,6 +78,18 @@ for _name in MODELS:
             f"{RESULTS}/settings/{_name}/{_backend}.json",
             {**_settings, "backend": _backend},
         )
+
+
+def fetch_settings_file(wildcards):
+    """The settings that decide what is fetched for one model."""
+    return lbconfig.read_path(f"{MODELS_ROOT}/.settings/{wildcards.model}.json")
+
+
+def benchmark_settings_file(wildcards):
+    """The settings of one model's benchmark with one backend."""
+    return lbconfig.read_path(
+        f"{RESULTS}/settings/{wildcards.model}/{wildcards.backend}.json"
+    )
 
 
 def result_files(wildcards=None):

@@ -5,21 +5,28 @@ defaults), so that a wrong key, type or value stops the run with one line that n
 key and what is allowed, instead of a schema dump. Before the schema, the config's shape
 is bounded (depth, number of values, text, finite numbers): whatever a YAML file expands
 to, the check and its message stay small and fast.
+
+The settings files written at parse time live here too (:func:`write_if_changed`): in a
+dry run they are kept out of the project (:func:`plan_without_writing`).
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import math
+import os
 import reprlib
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from localbench.atomic import write_text
+from localbench.atomic import write_bytes
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -318,19 +325,59 @@ def fetch_settings(settings: dict) -> dict:
     return {key: settings[key] for key in FETCH_KEYS}
 
 
+# In a dry run (plan_without_writing), a settings file that would change is written
+# under a throwaway folder instead of in the project, and jobs read it from there: the
+# folder, under "folder", once the dry run has begun.
+_DRY_RUN: dict[str, Path] = {}
+
+
+def plan_without_writing() -> None:
+    """From now on, :func:`write_if_changed` writes nothing in the project (a dry run).
+
+    A file that would change is written to a throwaway folder outside the project,
+    removed when the process ends, and :func:`read_path` names that copy: it is newer
+    than every output, so the dry run plans exactly the jobs a real run would rerun.
+    """
+    if "folder" not in _DRY_RUN:
+        folder = Path(tempfile.mkdtemp(prefix="localbench-dry-run-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _DRY_RUN["folder"] = folder
+
+
+def _aside(path: Path) -> Path | None:
+    folder = _DRY_RUN.get("folder")
+    if folder is None:
+        return None
+    # Absolute and normalised, so that no ".." can lead out of the folder.
+    absolute = Path(os.path.abspath(path))
+    return folder / absolute.relative_to(absolute.anchor)
+
+
 def write_if_changed(path: str | Path, value: Any) -> bool:
     """Write ``value`` as canonical JSON unless the file already holds exactly that.
 
     Leaving an unchanged file untouched keeps its modification time, so Snakemake reruns
     the jobs that read it only when the settings really changed, whatever the key order
     or comments of config.yaml, and without relying on its own metadata in .snakemake/.
+    After :func:`plan_without_writing`, a change is written aside instead; jobs name the
+    file they read through :func:`read_path`. Returns whether the settings changed.
     """
-    text = canonical_json(value) + "\n"
+    data = (canonical_json(value) + "\n").encode("utf-8")
     target = Path(path)
-    if target.exists() and target.read_text(encoding="utf-8") == text:
+    if target.is_file() and target.read_bytes() == data:
         return False
-    write_text(target, text)
+    write_bytes(_aside(target) or target, data)
     return True
+
+
+def read_path(path: str | Path) -> str:
+    """The file a job reads for ``path`` written by :func:`write_if_changed`.
+
+    That is ``path`` itself, or in a dry run where the file would change, its copy
+    written aside.
+    """
+    aside = _aside(Path(path))
+    return str(aside) if aside is not None and aside.is_file() else str(path)
 
 
 def canonical_json(value: Any) -> str:
