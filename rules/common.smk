@@ -146,7 +146,7 @@ for _plan in PIPELINE_PLANS.values():
 def pipeline_report_inputs(wildcards):
     """The inputs listing and every batch record of one pipeline."""
     plan = PIPELINE_PLANS[wildcards.pipeline]
-    return {"inputs": plan.inputs_record, "records": plan.records()}
+    return {"inputs": lbconfig.read_path(plan.inputs_record), "records": plan.records()}
 
 
 def pipeline_stages(wildcards):
