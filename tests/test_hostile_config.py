@@ -295,6 +295,14 @@ def test_a_value_as_large_as_a_config_allows_is_checked_quickly_and_refused_brie
     assert_one_line(refusal(config), "models.blip-base.backend: ")
 
 
+def test_a_bad_value_under_long_keys_is_named_in_a_short_line():
+    value = float("nan")
+    for level in range(MAX_DEPTH - 1):
+        value = {f"{level}" + "k" * 5000: value}
+    message = refusal({**copy.deepcopy(SHIPPED), "unknown": value})
+    assert_one_line(message, "invalid config: unknown.", "expected a finite number")
+
+
 def test_excerpts_are_one_short_line_whatever_the_value():
     for value in [*huge_values().values(), "a\nb" * 1000, b"\x00" * 10**6, object()]:
         text = excerpt(value)

@@ -61,6 +61,7 @@ _EXCERPT.maxset = _EXCERPT.maxfrozenset = 3
 _EXCERPT.maxstring = _EXCERPT.maxother = _EXCERPT.maxlong = 40
 EXCERPT_LENGTH = 60
 KEY_LENGTH = 40
+PATH_LENGTH = 200
 
 # The key Snakemake's config loader reads to run a file through YTE, a template engine
 # that evaluates the Python code written in the file.
@@ -101,6 +102,10 @@ def key_path(path: Any) -> str:
             text += f"[{part}]"
         else:
             text += ("." if text else "") + _key_name(part)
+    if len(text) > PATH_LENGTH:
+        # The start names the key, the end the value's place inside it.
+        half = PATH_LENGTH // 2
+        text = text[: half - 3] + "..." + text[-half:]
     return text or "(top level)"
 
 
