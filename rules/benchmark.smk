@@ -3,7 +3,7 @@
 
 rule benchmark_model:
     input:
-        settings=f"{RESULTS}/settings/{{model}}/{{backend}}.json",
+        settings=benchmark_settings_file,
         manifest=f"{MODELS_ROOT}/{{model}}/manifest.json",
         hardware=f"{RESULTS}/hardware.json",
         warmup=f"{RESULTS}/warmup.json",

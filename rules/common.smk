@@ -1,13 +1,13 @@
 # Config validation, the hardware profile, paths and input functions.
+# (The Snakefile puts workflow/, the localbench library, on sys.path.)
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from localbench import config as lbconfig
+from localbench.config_files import check_config_file
 from localbench.device import DeviceUnavailable
 from localbench.hardware import detect
 from localbench.locks import clear_stale_locks
@@ -15,11 +15,20 @@ from localbench.pipelines import plan as lbplan
 from localbench.pipelines.plan import check_pipelines
 
 try:
+    # The files given with --configfile, read by Snakemake before this workflow ran: a
+    # YTE template among them (its code has run) still stops the run here.
+    for _file in workflow.configfiles:
+        check_config_file(_file)
     lbconfig.check_config(config)
     check_pipelines(config)
 except lbconfig.ConfigError as error:
     raise WorkflowError(str(error)) from None
 validate(config, schema=str(lbconfig.SCHEMA_PATH))
+
+# A dry run writes nothing in the project: settings that would change are written aside
+# (lbconfig.plan_without_writing), and jobs name the file they read with lbconfig.read_path.
+if workflow.output_settings.dryrun:
+    lbconfig.plan_without_writing()
 
 # A run killed outright (SIGKILL, power loss) leaves Snakemake's lock behind; with no
 # other run in this folder it is stale, and the next run starts instead of refusing.
@@ -58,7 +67,7 @@ wildcard_constraints:
 
 # One canonical settings file per job, rewritten only when its content changes: the
 # jobs that read it rerun exactly when their settings change (README, "What triggers a
-# rerun").
+# rerun"). Jobs name them through the functions below, which a dry run redirects.
 for _name in MODELS:
     _settings = lbconfig.model_settings(config, _name)
     lbconfig.write_if_changed(
@@ -69,6 +78,18 @@ for _name in MODELS:
             f"{RESULTS}/settings/{_name}/{_backend}.json",
             {**_settings, "backend": _backend},
         )
+
+
+def fetch_settings_file(wildcards):
+    """The settings that decide what is fetched for one model."""
+    return lbconfig.read_path(f"{MODELS_ROOT}/.settings/{wildcards.model}.json")
+
+
+def benchmark_settings_file(wildcards):
+    """The settings of one model's benchmark with one backend."""
+    return lbconfig.read_path(
+        f"{RESULTS}/settings/{wildcards.model}/{wildcards.backend}.json"
+    )
 
 
 def result_files(wildcards=None):
@@ -117,7 +138,7 @@ for _plan in PIPELINE_PLANS.values():
 def pipeline_report_inputs(wildcards):
     """The inputs listing and every batch record of one pipeline."""
     plan = PIPELINE_PLANS[wildcards.pipeline]
-    return {"inputs": plan.inputs_record, "records": plan.records()}
+    return {"inputs": lbconfig.read_path(plan.inputs_record), "records": plan.records()}
 
 
 def pipeline_stages(wildcards):

@@ -3,7 +3,7 @@
 
 rule fetch_model:
     input:
-        settings=f"{MODELS_ROOT}/.settings/{{model}}.json",
+        settings=fetch_settings_file,
     output:
         f"{MODELS_ROOT}/{{model}}/manifest.json",
     log:

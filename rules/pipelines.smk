@@ -11,7 +11,7 @@ for _plan in PIPELINE_PLANS.values():
             name:
                 _job.rule_name
             input:
-                settings=_job.settings,
+                settings=lbconfig.read_path(_job.settings),
                 manifest=_job.manifest,
                 sources=_job.sources,
                 questions=[q for q in _job.questions if q],
