@@ -13,5 +13,8 @@ rule benchmark_model:
         f"{RESULTS}/logs/benchmark_model/{{model}}/{{backend}}.log",
     conda:
         "../envs/localbench.yaml"
+    # Every core the run was given, so no other job runs beside a measurement; torch's
+    # threads inside the job are the config's `threads`, whatever --cores says.
+    threads: workflow.cores
     script:
         "../workflow/scripts/benchmark_model.py"

@@ -54,6 +54,8 @@ RESULTS = f"results/{PROFILE}"
 # so "_tiny" cannot collide with a model.
 MODELS_ROOT = "models/_tiny" if config["size"] == "tiny" else "models"
 MODELS = lbconfig.enabled_models(config)
+# CPU threads of every benchmark job and of the warm-up (config `threads`).
+THREADS = lbconfig.resolve_threads(config["threads"])
 # The seed report's M4 figures, transcribed, shipped with the workflow.
 SEED_REPORT = str(
     Path(workflow.basedir) / "workflow" / "reference" / "seed-m4-report.csv"

@@ -24,7 +24,10 @@ rule warm_up_device:
         f"{RESULTS}/logs/warm_up_device.log",
     conda:
         "../envs/localbench.yaml"
+    # Every core the run was given: nothing runs beside a measurement.
+    threads: workflow.cores
     params:
         device=config["device"],
+        threads=THREADS,
     script:
         "../workflow/scripts/warm_up_device.py"

@@ -109,3 +109,11 @@ def test_adding_a_model_runs_only_that_model(finished_run):
         "render_summary": 1,
         "report": 1,
     }
+
+
+def test_a_thread_count_change_remeasures_without_refetching(finished_run):
+    edit_config(finished_run, lambda c: c.update(threads=1))
+    jobs = planned_jobs(finished_run)
+    assert jobs.get("fetch_model", 0) == 0
+    assert jobs["warm_up_device"] == 1
+    assert jobs["benchmark_model"] == 13

@@ -16,7 +16,8 @@ from localbench.atomic import read_json
 IDENTITY_COLUMNS = [
     "model", "backend", "backend_used", "task", "repo", "revision", "status", "reason",
     "synthetic", "weights_source",
-    "resolved_commit", "size", "device", "dtype", "parameters", "size_on_disk_bytes",
+    "resolved_commit", "size", "device", "torch_threads", "dtype", "parameters",
+    "size_on_disk_bytes",
     "peak_memory_bytes", "memory_estimate_bytes", "warmup_runs", "repetitions",
     "prompt_tokens", "image_tokens", "new_tokens", "load_s", "roofline_tokens_per_s",
     "decode_percent_of_roofline",
@@ -44,6 +45,7 @@ def flatten(result: dict) -> dict:
         "resolved_commit": manifest.get("resolved_commit"),
         "size": (result.get("settings") or {}).get("size"),
         "device": result.get("device"),
+        "torch_threads": result.get("torch_threads"),
         "dtype": result.get("dtype"),
         "parameters": result.get("parameters", manifest.get("parameters")),
         "size_on_disk_bytes": result.get("size_on_disk_bytes", manifest.get("weights_bytes")),

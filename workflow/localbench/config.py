@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psutil
 import yaml
 
 from localbench.atomic import write_bytes
@@ -298,7 +299,17 @@ def model_settings(config: dict, name: str) -> dict:
         "weights": config.get("weights", "auto"),
         "size": config.get("size", "full"),
         "memory_headroom_gb": float(config.get("memory_headroom_gb", 0.5)),
+        "threads": resolve_threads(config.get("threads", "auto")),
     }
+
+
+def resolve_threads(threads: int | str) -> int:
+    """The CPU threads a job runs with: ``auto`` is the machine's physical cores (one
+    thread per core is fastest for memory-bound decoding; hyper-threads share a core's
+    caches and memory path)."""
+    if threads != "auto":
+        return int(threads)
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def model_backends(config: dict, name: str) -> list[str]:

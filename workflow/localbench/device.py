@@ -7,10 +7,12 @@ asynchronously: a host clock read without a sync times the launch, not the work.
 from __future__ import annotations
 
 import resource
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import torch
@@ -39,6 +41,40 @@ def resolve_device(request: str) -> torch.device:
     if request not in ("cuda", "mps", "cpu"):
         raise DeviceUnavailable(f"device: {request!r} is not one of auto, cuda, mps, cpu")
     return torch.device(request)
+
+
+def use_threads(threads: int) -> int:
+    """Run torch's CPU operators on ``threads`` threads in this process; returns the count
+    torch then reports. Snakemake sets OMP_NUM_THREADS to the job's cores, which torch
+    reads at import, so a job set to more threads than that says so here."""
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def last_level_cache_bytes(device: torch.device) -> int | None:
+    """The largest cache in front of ``device``'s memory: the GPU's L2 on CUDA, else the
+    CPU's last level (Linux sysfs; macOS sysctl); None where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).L2_cache_size) or None
+    if sys.platform == "darwin":
+        for key in ("hw.l3cachesize", "hw.perflevel0.l2cachesize", "hw.l2cachesize"):
+            completed = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True)
+            if completed.returncode == 0 and completed.stdout.strip().isdigit():
+                if int(completed.stdout) > 0:
+                    return int(completed.stdout)
+        return None
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if text[:-1].isdigit() and text[-1] in units:
+            sizes.append(int(text[:-1]) * units[text[-1]])
+        elif text.isdigit():
+            sizes.append(int(text))
+    return max(sizes, default=None)
 
 
 def cpu_has_fast_bfloat16() -> bool:

@@ -18,7 +18,7 @@ from importlib import metadata
 import psutil
 import torch
 
-from localbench.device import resolve_device
+from localbench.device import last_level_cache_bytes, resolve_device
 
 GIB = 1024**3
 
@@ -78,6 +78,7 @@ def detect(device_request: str = "auto") -> dict:
         "cpu": _cpu_name(),
         "cpu_logical_cores": os.cpu_count(),
         "cpu_physical_cores": psutil.cpu_count(logical=False),
+        "last_level_cache_bytes": last_level_cache_bytes(device),
         "memory_bytes": int(memory_bytes),
         "os": platform.system(),
         "os_release": platform.release(),

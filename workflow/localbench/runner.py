@@ -23,6 +23,7 @@ from localbench.device import (
     resolve_device,
     resolve_dtype,
     synchronize,
+    use_threads,
 )
 from localbench.scenarios import SCENARIOS
 
@@ -74,6 +75,7 @@ def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: 
         return result
 
     device = resolve_device(settings["device"])
+    torch_threads = use_threads(settings["threads"])
     dtype_name, dtype_reason = resolve_dtype(settings["dtype"], device)
     available, source = available_memory_bytes(device)
     estimate = memory.estimate(
@@ -86,6 +88,7 @@ def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: 
         "device": str(device),
         "dtype": dtype_name,
         "dtype_reason": dtype_reason,
+        "torch_threads": torch_threads,
         "parameters": manifest["parameters"],
         "size_on_disk_bytes": manifest.get("weights_bytes"),
         "memory_estimate": estimate.to_dict(),

@@ -221,6 +221,7 @@ def settings_row(result: dict) -> dict:
     parts.append(f"{bench.get('new_tokens')} new tokens")
     return {
         "name": result["model"] + f" ({result.get('backend_requested', 'eager')})",
+        "threads": result.get("torch_threads", "n/a"),
         "warmup_runs": bench.get("warmup_runs"),
         "repetitions": bench.get("repetitions"),
         "text": ", ".join(parts),
@@ -298,6 +299,18 @@ def recommendations(rows: list[dict]) -> list[dict]:
     return tiers
 
 
+def threads_text(results: list[dict], warmup: dict) -> str:
+    """The CPU threads the measurements ran on: ``2 threads``, or each count when the
+    results differ (``1 thread (whisper-base), 2 threads (the others)`` is not hidden)."""
+    counts = sorted({r["torch_threads"] for r in results if r.get("torch_threads")})
+    if not counts:
+        counts = [warmup["torch_threads"]] if warmup.get("torch_threads") else []
+    if not counts:
+        return "threads not recorded"
+    words = [f"{n} thread{'s' if n != 1 else ''}" for n in counts]
+    return words[0] if len(words) == 1 else " or ".join(words) + " (per model below)"
+
+
 def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
     """Everything the template shows, derived from this run's records."""
     rows = [model_row(r) for r in results]
@@ -320,6 +333,7 @@ def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
         "generated_at": now_utc(),
         "hardware": hardware,
         "warmup": warmup,
+        "threads": threads_text(results, warmup),
         "rows": rows,
         "measured": measured,
         "model_count": len(names),

@@ -12,7 +12,12 @@ import time
 
 import torch
 
-from localbench.device import synchronize
+from localbench.device import (
+    available_memory_bytes,
+    last_level_cache_bytes,
+    synchronize,
+    use_threads,
+)
 from localbench.stats import Measurement
 
 
@@ -24,9 +29,24 @@ def _timed(device: torch.device, fn) -> float:
     return time.perf_counter() - start
 
 
-def copy_bandwidth(device: torch.device, megabytes: int, repetitions: int) -> Measurement:
+# Each copy buffer is at least this large, and this many times the last-level cache, so
+# the copy streams through memory: a copy that fits in the cache measures the cache.
+MIN_COPY_BUFFER_BYTES = 1 << 30
+CACHE_MULTIPLE = 4
+# Two buffers of at most an eighth of the available memory each: a quarter in all.
+MEMORY_FRACTION_PER_BUFFER = 8
+
+
+def copy_buffer_bytes(last_level_cache_bytes: int | None, available_bytes: int) -> int:
+    """The size of each of the copy's two buffers: the larger of 1 GiB and four times the
+    last-level cache, within an eighth of the available memory (64 MiB at the least)."""
+    wanted = max(MIN_COPY_BUFFER_BYTES, CACHE_MULTIPLE * (last_level_cache_bytes or 0))
+    return max(64 << 20, min(wanted, available_bytes // MEMORY_FRACTION_PER_BUFFER))
+
+
+def copy_bandwidth(device: torch.device, buffer_bytes: int, repetitions: int) -> Measurement:
     """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
-    count = megabytes * 1024 * 1024 // 4
+    count = buffer_bytes // 4
     source = torch.rand(count, device=device)
     target = torch.empty_like(source)
     target.copy_(source)
@@ -46,10 +66,15 @@ def matmul_throughput(
     return Measurement.from_values([2 * n**3 / s / 1e12 for s in seconds], "TFLOP/s")
 
 
-def warm_up(device: torch.device, dtype_name: str) -> dict:
-    """Initialise ``device`` and measure first-touch cost, copy bandwidth and matmul rate."""
+def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
+    """Initialise ``device`` and measure first-touch cost, copy bandwidth and matmul rate,
+    on ``threads`` CPU threads (the benchmark jobs' own count)."""
     dtype = getattr(torch, dtype_name)
     big = device.type != "cpu"
+    torch_threads = use_threads(threads)
+    cache_bytes = last_level_cache_bytes(device)
+    available, _source = available_memory_bytes(device)
+    buffer_bytes = copy_buffer_bytes(cache_bytes, available)
     start = time.perf_counter()
     torch.ones(1, device=device)
     synchronize(device)
@@ -59,7 +84,7 @@ def warm_up(device: torch.device, dtype_name: str) -> dict:
     square = torch.randn(n, n, device=device, dtype=dtype)
     first_matmul_s = _timed(device, lambda: torch.matmul(square, square))
 
-    bandwidth = copy_bandwidth(device, megabytes=1024 if big else 256, repetitions=10)
+    bandwidth = copy_bandwidth(device, buffer_bytes, repetitions=10 if big else 5)
     throughput = matmul_throughput(device, n=n, dtype=dtype, repetitions=10 if big else 5)
     return {
         "device": str(device),
@@ -69,8 +94,13 @@ def warm_up(device: torch.device, dtype_name: str) -> dict:
         "copy_bandwidth_gb_per_s": bandwidth.to_dict(),
         "matmul_tflops": throughput.to_dict(),
         "matmul_size": n,
+        "torch_threads": torch_threads,
+        "copy_buffer_bytes": buffer_bytes,
+        "last_level_cache_bytes": cache_bytes,
         "method": (
             "device initialised by its first allocation; copy bandwidth counts bytes read "
-            "plus written; every timing between device synchronisations; median of the runs"
+            "plus written, each of two buffers the larger of 1 GiB and 4x the last-level "
+            "cache (within an eighth of the available memory), on the benchmark jobs' "
+            "threads; every timing between device synchronisations; median of the runs"
         ),
     }

@@ -14,6 +14,6 @@ from localbench.warmup import warm_up
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     device = resolve_device(snakemake.params.device)  # noqa: F821
     dtype, _why = resolve_dtype("auto", device)
-    record = warm_up(device, dtype)
+    record = warm_up(device, dtype, snakemake.params.threads)  # noqa: F821
     log.info("warm-up: %s", record)
     write_json(snakemake.output[0], record)  # noqa: F821

@@ -1,0 +1,59 @@
+"""CPU threads reach torch inside the jobs, and the copy bandwidth streams from memory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import psutil
+import pytest
+from conftest import TINY, snakemake
+from localbench.config import resolve_threads
+from localbench.warmup import copy_buffer_bytes
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("cache", "available", "expected"),
+    [
+        (32 * MiB, 24 * GiB, GiB),  # a small cache: the 1 GiB floor
+        (480 * MiB, 24 * GiB, 4 * 480 * MiB),  # a large cache: four times it
+        (None, 24 * GiB, GiB),  # cache unknown: the floor
+        (GiB, 8 * GiB, GiB),  # four times the cache would take more than a quarter
+        (32 * MiB, 256 * MiB, 64 * MiB),  # a starved machine still measures something
+    ],
+)
+def test_copy_buffer_is_several_caches_within_a_quarter_of_memory(cache, available, expected):
+    assert copy_buffer_bytes(cache, available) == expected
+
+
+def test_auto_threads_are_the_physical_cores():
+    assert resolve_threads("auto") == (psutil.cpu_count(logical=False) or 1)
+    assert resolve_threads(3) == 3
+
+
+def test_the_configured_threads_reach_torch_in_the_jobs(tiny_run, tmp_path):
+    """auto in the session's tiny run; then 3 threads with --cores 1, where Snakemake
+    sets OMP_NUM_THREADS=1 for the job, and the job still runs torch on 3."""
+    auto = resolve_threads("auto")
+    result = json.loads(
+        (tiny_run / "benchmarks" / "qwen2.5-1.5b-instruct" / "fast.json").read_text()
+    )
+    warmup = json.loads((tiny_run / "warmup.json").read_text())
+    assert result["torch_threads"] == auto == warmup["torch_threads"]
+    assert warmup["copy_buffer_bytes"] > (warmup["last_level_cache_bytes"] or 0)
+    summary = (tiny_run / "SUMMARY.md").read_text()
+    assert f"benchmarks on {auto} thread" in summary
+
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run.parent.parent, workdir, symlinks=True)
+    target = "results/test-machine/benchmarks/whisper-base/eager.json"
+    snakemake(workdir, "--cores", "1", target, *TINY, "threads=3")
+    rerun = json.loads((workdir / target).read_text())
+    assert rerun["status"] == "measured"
+    assert rerun["torch_threads"] == 3
+    assert (
+        json.loads((workdir / "results/test-machine/warmup.json").read_text())["torch_threads"] == 3
+    )
