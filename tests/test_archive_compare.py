@@ -76,8 +76,8 @@ def test_compare_lists_current_profiles_archives_and_the_seed_report(two_profile
     )  # fmt: skip
     comparison = (two_profiles / "results" / "COMPARISON.md").read_text()
     for profile in ("test-machine", "second-machine", "other-machine", "mps-apple-m4-seed-report"):
-        assert f"`{profile}`" in comparison, profile
-    assert "Baseline: `test-machine`" in comparison
+        assert f"\n| {profile} | " in comparison, profile
+    assert "Baseline: test-machine." in comparison
     row = next(line for line in comparison.splitlines() if line.startswith("| whisper-base |"))
     assert "1.00x" in row  # the baseline against itself
 
