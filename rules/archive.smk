@@ -22,7 +22,9 @@ rule render_comparison:
         archives=existing_archives(),
         seed=SEED_REPORT,
     output:
-        "results/COMPARISON.md",
+        # Kept, not deleted, before the job runs, and restored should it fail: an
+        # earlier comparison is never lost.
+        update("results/COMPARISON.md"),
     log:
         "results/logs/render_comparison.log",
     conda:

@@ -109,8 +109,19 @@ def existing_tables():
 
 
 def existing_archives():
-    """Every archive present, including ones made on other machines."""
-    return sorted(str(p) for p in Path("archive").glob("*/*.tar.gz"))
+    """Every archive that may be read, including ones made on other machines: regular
+    files only, none reached through a symlink (a FIFO would hang the job)."""
+    from localbench.archive_reader import find_archives  # this function's alone
+
+    archives, _refused = find_archives(Path("archive"))
+    names = [str(path) for path in archives]
+    # Snakemake fails the whole run on an input with braces (read as a wildcard) or with
+    # bytes that are not UTF-8; the job lists archive/ itself, so these are still read.
+    return [
+        name
+        for name in names
+        if not set("{}") & set(name) and name.encode(errors="ignore").decode() == name
+    ]
 
 
 # The pipelines over the user's input folders: planned here, at parse time, from the

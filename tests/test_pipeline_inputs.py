@@ -117,4 +117,4 @@ def test_model_output_cannot_break_the_report():
     block = md_block("# Heading\n| a | b |\n[link](http://x) <script>\n\n> quote")
     lines = block.splitlines()
     assert all(line.startswith("> ") for line in lines) and len(lines) == 4
-    assert "\\#" in lines[0] and "\\|" in lines[1] and "\\<script\\>" in lines[2]
+    assert "\\#" in lines[0] and "\\|" in lines[1] and "&lt;script&gt;" in lines[2]

@@ -5,8 +5,9 @@ def test_md_escapes_everything_that_could_break_a_table_or_add_markup():
     text = "a | b *bold* _x_ `code` <b>html</b> [link](x) # head\nnext"
     escaped = md(text)
     assert "\n" not in escaped
-    for char in "|*_`<>[]#":
+    for char in "|*_`[]#":
         assert f"\\{char}" in escaped
+    assert "&lt;b&gt;html&lt;/b&gt;" in escaped  # literal in Markdown and in HTML
     assert md(None) == ""
 
 

@@ -2,7 +2,8 @@
 
 ``archive/<profile>/<timestamp>-<config hash>.tar.gz`` holds the profile's result files,
 CSV, summary, chart, hardware and warm-up records, the resolved settings of every job
-and the model manifests; ``archive/index.csv`` gets one line per archive.
+and the model manifests; ``archive/index.csv`` gets one line per archive. Reading them
+back, from whoever made them, is :mod:`localbench.archive_reader`'s.
 """
 
 from __future__ import annotations
@@ -94,30 +95,3 @@ def create_archive(
     )
     write_text(index, lines + buffer.getvalue())
     return target
-
-
-def safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    """The members of an archive, refusing absolute paths, ``..`` and links."""
-    members = []
-    for member in archive.getmembers():
-        name = member.name
-        if name.startswith("/") or ".." in Path(name).parts:
-            raise ValueError(f"{archive.name}: member {name!r} escapes the archive folder")
-        if member.issym() or member.islnk() or not (member.isfile() or member.isdir()):
-            raise ValueError(f"{archive.name}: member {name!r} is a link or special file")
-        members.append(member)
-    return members
-
-
-def read_archived_table(path: Path) -> tuple[dict, bytes | None]:
-    """The ARCHIVE.txt fields and the benchmarks.csv bytes of an archive (checked members)."""
-    with tarfile.open(path, "r:gz") as archive:
-        fields: dict[str, str] = {}
-        table = None
-        for member in safe_members(archive):
-            if member.name == "ARCHIVE.txt":
-                text = archive.extractfile(member).read().decode()
-                fields = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
-            elif member.name == "results/benchmarks.csv":
-                table = archive.extractfile(member).read()
-    return fields, table

@@ -6,6 +6,9 @@ Jinja2 template ``workflow/templates/summary.md.j2``.
 
 from __future__ import annotations
 
+import html
+import re
+import unicodedata
 from pathlib import Path
 
 import jinja2
@@ -34,13 +37,31 @@ TIERS_GB = (16, 24, 32)
 TIER_SHARE = 0.75
 
 
+# Markdown's inline markup and table separator, backslash first so that the backslashes
+# added for the others are not escaped again.
+MARKDOWN_SPECIALS = "\\`*_[]|#~"
+# What starts a block when it opens a line: a list item ("- x", "+ x"), a thematic break
+# or setext underline ("---", "==="), an ordered list item ("1. x", "1) x").
+BULLET_OR_RULE = re.compile(r"^(?:[-+](?= |$)|-+$|=+$)")
+ORDERED_ITEM = re.compile(r"^(\d{1,9})([.)])(?= |$)")
+
+
 def md(text: object) -> str:
-    """Escape text for a Markdown table cell or line: no table breaks, no markup, one line."""
+    """Escape outside text (names, reasons, output) for Markdown and the HTML it becomes:
+    one line, no table breaks, no markup, no block start; ``<``, ``>`` and ``&`` as HTML
+    entities, which Markdown shows literally; control characters and undecodable bytes as
+    U+FFFD. The one escape of the project: every template's ``md`` filter."""
     value = "" if text is None else str(text)
     value = " ".join(value.split())
-    for char in "\\`*_[]<>|#":
+    value = "".join(
+        "\ufffd" if unicodedata.category(char) in ("Cc", "Cs") else char for char in value
+    )
+    value = html.escape(value, quote=False)
+    for char in MARKDOWN_SPECIALS:
         value = value.replace(char, "\\" + char)
-    return value
+    if BULLET_OR_RULE.match(value):
+        value = "\\" + value
+    return ORDERED_ITEM.sub(r"\1\\\2", value)
 
 
 def _metric(result: dict, metric: str) -> dict | None:

@@ -1,4 +1,8 @@
-"""Snakemake script: render results/COMPARISON.md from every profile's results."""
+"""Snakemake script: render results/COMPARISON.md from every profile's results.
+
+A table or archive that cannot be compared is listed under "Skipped archives" with its
+reason, and the job still succeeds: one bad archive never costs the others.
+"""
 
 import sys
 from pathlib import Path
@@ -6,15 +10,25 @@ from pathlib import Path
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
+from localbench.archive_reader import find_archives
 from localbench.atomic import write_text
 from localbench.compare import comparison_context, gather, render_comparison
 from localbench.logs import job_log
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     inputs = snakemake.input  # noqa: F821
-    rows = gather(
-        [Path(p) for p in inputs.tables], [Path(p) for p in inputs.archives], Path(inputs.seed)
-    )
-    context = comparison_context(rows, snakemake.params.baseline)  # noqa: F821
+    # Listed again here rather than taken from the rule's inputs: the listing also names
+    # what it refuses (symlinks, FIFOs), which never become inputs.
+    archives, refused = find_archives(Path("archive"))
+    rows, skipped = gather([Path(p) for p in inputs.tables], archives, Path(inputs.seed))
+    context = comparison_context(rows, snakemake.params.baseline, refused + skipped)  # noqa: F821
     write_text(snakemake.output[0], render_comparison(context))  # noqa: F821
     log.info("compared %d profiles", len(context["profiles"]))
+    for entry in context["skipped"]:
+        log.warning("skipped %s: %s", entry.path, entry.reason)
+    if context["skipped"]:
+        print(
+            f"compare: {len(context['skipped'])} archive(s) skipped, listed in "
+            f"{snakemake.output[0]}",  # noqa: F821
+            file=sys.__stderr__,
+        )

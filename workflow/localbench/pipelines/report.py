@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jinja2
-
 from localbench.pipelines.batch import DONE
 from localbench.results import now_utc
 from localbench.stats import Measurement
-from localbench.summary import TEMPLATES, md
+from localbench.summary import md, template_environment
 
 
 def md_block(text: str) -> str:
@@ -155,14 +153,7 @@ def report_context(
 
 def render_report(context: dict) -> str:
     """REPORT.md from :func:`report_context`'s result."""
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment.get_template("pipeline_report.md.j2").render(**context)
+    return template_environment().get_template("pipeline_report.md.j2").render(**context)
 
 
 def summary_line(pipeline: str, counts: dict, note: str | None, report: str | Path) -> str:
