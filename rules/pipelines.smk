@@ -21,6 +21,9 @@ for _plan in PIPELINE_PLANS.values():
                 record=_job.record,
             log:
                 _job.log,
+            # A batch job runs torch on the config's `threads` (read in the job, so a
+            # change of threads never reruns a pipeline's outputs).
+            threads: THREADS
             conda:
                 "../envs/localbench.yaml"
             params:

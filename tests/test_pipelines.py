@@ -64,6 +64,8 @@ def pipeline_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipelines")
     shutil.copy(Path(__file__).resolve().parent.parent / "config.yaml", workdir / "config.yaml")
     edit_config(workdir, lambda c: c["pipelines"]["voice-notes"].update(batch_size=2))
+    # More threads than --cores gives the jobs (Snakemake sets OMP_NUM_THREADS to those).
+    edit_config(workdir, lambda c: c.update(threads=3))
     make_inputs(workdir)
     completed = snakemake(workdir, "--cores", "2", "pipelines", *TINY)
     return workdir, completed
@@ -175,6 +177,7 @@ def test_model_loads_once_per_batch(pipeline_run):
     for path in batch_files:
         record = json.loads(path.read_text())
         assert record["load_s"] > 0 and record["synthetic"] is True
+        assert record["torch_threads"] == 3
         assert [f["name"] for f in record["files"]] == next(
             list(b.names) for b in expected if b.id == record["batch"]
         )

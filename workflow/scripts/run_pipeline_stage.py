@@ -7,6 +7,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json
+from localbench.config import resolve_threads
+from localbench.device import use_threads
 from localbench.logs import job_log
 from localbench.pipelines.batch import BatchItem, run_stage_batch
 
@@ -15,6 +17,7 @@ outputs = snakemake.output  # noqa: F821
 params = snakemake.params  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821
+    threads = use_threads(resolve_threads(snakemake.config["threads"]))  # noqa: F821
     settings = read_json(inputs.settings)
     items = [
         BatchItem(name=name, source=source, output=output, questions=questions or None)
@@ -32,5 +35,8 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         log=log,
     )
     done = sum(1 for f in record["files"] if f["status"] == "done")
-    log.info("%s batch %s: %d of %d files done", settings["stage"], params.batch, done, len(items))
-    write_json(outputs.record, record)
+    log.info(
+        "%s batch %s: %d of %d files done on %d threads",
+        settings["stage"], params.batch, done, len(items), threads,
+    )  # fmt: skip
+    write_json(outputs.record, {**record, "torch_threads": threads})
