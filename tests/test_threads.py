@@ -8,6 +8,7 @@ import shutil
 import psutil
 import pytest
 from conftest import TINY, snakemake
+from localbench.compare import comparison_context, profile_rows, render_comparison
 from localbench.config import resolve_threads
 from localbench.warmup import copy_buffer_bytes
 
@@ -57,3 +58,29 @@ def test_the_configured_threads_reach_torch_in_the_jobs(tiny_run, tmp_path):
     assert (
         json.loads((workdir / "results/test-machine/warmup.json").read_text())["torch_threads"] == 3
     )
+
+
+def table(threads: str | None) -> bytes:
+    header = "model,backend,task,status,decode_tokens_per_s_median,peak_memory_bytes"
+    row = "qwen,eager,text-generation,measured,4.5,3700000000"
+    if threads is not None:
+        header, row = header + ",torch_threads", row + f",{threads}"
+    return f"{header}\n{row}\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "differ", "shown"),
+    [
+        ("2", "1", True, ["| 2 |", "| 1 |"]),
+        ("2", "2", False, ["| 2 |"]),
+        ("2", None, False, ["| 2 |", "| not recorded |"]),
+    ],
+)
+def test_a_comparison_names_the_threads_of_each_profile(left, right, differ, shown):
+    rows = profile_rows(table(left), "laptop", "current") + profile_rows(
+        table(right), "desktop", "archive"
+    )
+    text = render_comparison(comparison_context(rows, None))
+    assert ("different numbers of CPU threads" in text) is differ
+    for cell in shown:
+        assert cell in text

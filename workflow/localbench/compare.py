@@ -88,6 +88,8 @@ def profile_rows(data: bytes, profile: str, source: str) -> list[dict]:
             memory = table_number(
                 record.get("peak_memory_bytes"), "peak_memory_bytes", reader.line_num
             )
+            # Tables written before threads were recorded have no such column: unknown.
+            threads = table_number(record.get("torch_threads"), "torch_threads", reader.line_num)
             rows.append(
                 {
                     "profile": profile,
@@ -98,6 +100,7 @@ def profile_rows(data: bytes, profile: str, source: str) -> list[dict]:
                     "speed": speed,
                     "memory_gb": memory / 1e9 if memory is not None else None,
                     "synthetic": (record.get("synthetic") or "").lower() == "true",
+                    "threads": int(threads) if threads is not None else None,
                     "bound": "",
                     "note": "",
                 }
@@ -127,6 +130,7 @@ def seed_rows(path: Path) -> list[dict]:
                 "speed": sum(values) / len(values) if values else None,
                 "memory_gb": float(record["memory_gb"]) if record["memory_gb"] else None,
                 "synthetic": False,
+                "threads": None,
                 # "<1s" or "RTF < 1": an upper bound, shown as such and never put in a ratio.
                 "bound": "<" if low is None else "",
                 "note": record["note"],
@@ -225,8 +229,16 @@ def comparison_context(
             {"model": model, "backend": backend, "task": task, "unit": unit, "entries": entries}
         )
     sources = {r["profile"]: r["source"] for r in rows}
+    threads = {
+        profile: sorted({r["threads"] for r in rows if r["profile"] == profile and r["threads"]})
+        for profile in profiles
+    }
+    recorded = {tuple(counts) for counts in threads.values() if counts}
     return {
         "profiles": profiles,
+        "threads": threads,
+        # CPU figures measured on different thread counts are not like for like.
+        "threads_differ": len(recorded) > 1,
         "baseline": baseline,
         "lines": lines,
         "sources": sources,
