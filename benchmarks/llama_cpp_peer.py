@@ -89,23 +89,30 @@ def build_tools(tree: Path, work: Path) -> tuple[Path, list[str]]:
     return build / "bin", options
 
 
-def convert(tree: Path, model_dir: Path, out: Path) -> None:
-    """The checkpoint as a BF16 GGUF file, by the tree's own converter."""
+def convert(tree: Path, model_dir: Path, out: Path, work: Path) -> None:
+    """The checkpoint as a BF16 GGUF file, by the tree's own converter.
+
+    The converter imports sentencepiece, which this project does not need: it is
+    installed into a folder under ``work`` for the converter alone."""
+    packages = work / "converter-packages"
+    if not (packages / "sentencepiece").is_dir():
+        run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(packages),
+             "sentencepiece"])  # fmt: skip
     model_type = json.loads((model_dir / "config.json").read_text())["model_type"]
-    fallback = PRE_TOKENIZER.get(model_type)
     wrapper = f"""
 import sys
-sys.path[:0] = [{str(tree)!r}, {str(tree / "gguf-py")!r}]
+sys.path[:0] = [{str(tree)!r}, {str(tree / "gguf-py")!r}, {str(packages)!r}]
 import conversion.base as base
 import convert_hf_to_gguf as converter
+fallback = {PRE_TOKENIZER.get(model_type)!r}
 known = base.TextModel.get_vocab_base_pre
 def named(self, tokenizer):
     try:
         return known(self, tokenizer)
     except NotImplementedError:
-        if {fallback!r} is None:
+        if fallback is None:
             raise
-        return {fallback!r}
+        return fallback
 base.TextModel.get_vocab_base_pre = named
 sys.argv = ["convert_hf_to_gguf.py", {str(model_dir)!r}, "--outtype", "bf16",
             "--outfile", {str(out)!r}]
@@ -166,7 +173,7 @@ def main() -> None:
         try:
             if not gguf.exists():
                 if weight_type == "BF16":
-                    convert(tree, args.model_dir, gguf)
+                    convert(tree, args.model_dir, gguf, args.work)
                 else:
                     source = models / "bf16.gguf"
                     run([str(bin_dir / "llama-quantize"), str(source), str(gguf), weight_type])
