@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from localbench import config as lbconfig
+from localbench.archive_reader import find_archives
 from localbench.config_files import check_config_file
 from localbench.device import DeviceUnavailable
 from localbench.hardware import detect
@@ -111,8 +112,6 @@ def existing_tables():
 def existing_archives():
     """Every archive that may be read, including ones made on other machines: regular
     files only, none reached through a symlink (a FIFO would hang the job)."""
-    from localbench.archive_reader import find_archives  # this function's alone
-
     archives, _refused = find_archives(Path("archive"))
     names = [str(path) for path in archives]
     # Snakemake fails the whole run on an input with braces (read as a wildcard) or with

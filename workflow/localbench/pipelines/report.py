@@ -134,7 +134,6 @@ def report_context(
         "generated_at": now_utc(),
         "folder": md(inputs["folder"]),
         "note": md(inputs["note"]) if inputs.get("note") else None,
-        "chain": " → ".join(f"{s['name']} ({md(s['model'])})" for s in stages),
         "stages": stage_rows,
         "synthetic_stages": [row["name"] for row in stage_rows if row["synthetic"]],
         "files": files,
