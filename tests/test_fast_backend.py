@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import trace_as_one_graph
+from localbench.backends import cpu_linear
 from localbench.backends.fast import FastDecoder, _argmax, supports
 from localbench.inputs import prompt_ids
 from localbench.loading import load_model
@@ -48,6 +49,22 @@ def test_fast_greedy_tokens_equal_eager(tiny_text_model, prompt_tokens, fuse):
     assert len(fast.inter_token_s) == new_tokens - 1
     # A second request on the same decoder (reused cache) gives the same tokens.
     assert decoder.generate(input_ids, new_tokens).tokens == eager
+
+
+@pytest.mark.skipif(
+    cpu_linear.unavailable_reason() is not None, reason="the CPU kernel is not built here"
+)
+@pytest.mark.parametrize("kernel", ["1", "0"], ids=["kernel", "pytorch"])
+def test_cpu_decoder_tokens_equal_eager(tiny_text_model, kernel, monkeypatch):
+    """Greedy tokens of the fast decoder on the CPU, through the kernel or without it,
+    equal generate()'s (float32 tiny models, prompts through both product kernels)."""
+    monkeypatch.setenv("LOCALBENCH_CPU_KERNEL", kernel)
+    input_ids = prompt_ids(tiny_text_model.processor, 11)
+    decoder = FastDecoder(tiny_text_model.model, max_len=11 + 16 + 1)  # + the traced step
+    details = decoder.details("host clock")
+    assert details["decode_projections"] == ("cpu kernel" if kernel == "1" else "pytorch")
+    assert decoder.generate(input_ids, 16).tokens == _eager_tokens(tiny_text_model, input_ids, 16)
+    trace_as_one_graph(decoder._decode_step)  # the kernel is one operator to the tracer
 
 
 def test_fast_decoder_refuses_too_long_requests(tiny_text_model):

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from localbench.backends import decode_attention, gemv
+from localbench.backends import cpu_linear, decode_attention, gemv
 from localbench.timing import Run
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
@@ -107,22 +107,26 @@ def _grouped_attention(
     values: torch.Tensor,
     mask: torch.Tensor,
     scale: float,
+    compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Causal attention of ``q`` (1, heads, T, D) over the whole cache (1, kv_heads, L, D).
 
     Query heads sharing a key/value head are stacked along the rows of one product, as
     transformers' ``repeat_kv`` orders them (head h reads key/value head h // group), so
     the cache is read once and never repeated. ``mask`` (T, L) marks visible positions.
+    ``compute_dtype`` (float32 on CPUs without native products of the cache's dtype) is
+    the dtype of the two products; the softmax is float32 either way.
     """
     _, heads, length, dim = q.shape
     kv_heads = keys.shape[1]
     group = heads // kv_heads
-    rows = q.reshape(1, kv_heads, group * length, dim)
-    scores = torch.matmul(rows, keys.transpose(-1, -2)).float() * scale
+    dtype = compute_dtype or values.dtype
+    rows = q.reshape(1, kv_heads, group * length, dim).to(dtype)
+    scores = torch.matmul(rows, keys.to(dtype).transpose(-1, -2)).float() * scale
     scores = scores.view(1, kv_heads, group, length, -1).masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1).to(values.dtype)
-    out = torch.matmul(weights.view(1, kv_heads, group * length, -1), values)
-    return out.view(1, heads, length, dim)
+    weights = torch.softmax(scores, dim=-1).to(values.dtype).to(dtype)
+    out = torch.matmul(weights.view(1, kv_heads, group * length, -1), values.to(dtype))
+    return out.view(1, heads, length, dim).to(q.dtype)
 
 
 @dataclass
@@ -228,9 +232,16 @@ class StaticDecoder:
             "compiled": self.use_compile,
             "compile_error": self.compile_error,
             "decode_attention": "triton kernel" if self.attention_kernel else "pytorch",
-            "decode_projections": "triton kernel" if self.linear_kernels else "pytorch",
+            **self._projections(),
             "graph_capture_s": self.capture_s,
             "timer": timer,
+        }
+
+    def _projections(self) -> dict:
+        """What runs a decode step's projections and a prompt's."""
+        return {
+            "decode_projections": "triton kernel" if self.linear_kernels else "pytorch",
+            "prompt_projections": "pytorch",
         }
 
     def _heads(self, states: torch.Tensor, heads: int | None = None) -> torch.Tensor:
@@ -445,6 +456,15 @@ class FastDecoder(StaticDecoder):
         )
         self.attention_kernel = attention_kernel
         self.linear_kernels = linear_kernels
+        # On the CPU every projection runs through cpu_linear: its C++ kernel, compiled
+        # here once per machine (not part of any timing), or PyTorch with the reason.
+        self.cpu: cpu_linear.Products | None = None
+        self.compute_dtype = self.dtype
+        if self.device.type == "cpu":
+            start = time.perf_counter()
+            self.cpu = cpu_linear.Products(self.dtype)
+            self.compute_dtype = self.cpu.compute_dtype
+            self.capture_s += time.perf_counter() - start
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
         return self.embed(input_ids)
@@ -465,7 +485,7 @@ class FastDecoder(StaticDecoder):
                 weight, bias = self.qkv[index]
                 # Product and bias apart: the compiler fuses a bias-free batch-1 product
                 # with the norm before it, where a fused bias sends it to a library kernel.
-                qkv = F.linear(h, weight)
+                qkv = self._linear(h, weight)
                 if length == 1 and self.attention_kernel:
                     out = decode_attention.decode_attention(
                         qkv.view(-1),
@@ -484,7 +504,10 @@ class FastDecoder(StaticDecoder):
                     qkv = qkv + bias
                 q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
             else:
-                q, k, v = attention.q_proj(h), attention.k_proj(h), attention.v_proj(h)
+                q, k, v = (
+                    self._project(p, h)
+                    for p in (attention.q_proj, attention.k_proj, attention.v_proj)
+                )
             q = self._heads(q)
             k, v = self._heads(k, self.n_kv_heads), self._heads(v, self.n_kv_heads)
             q = q * cos + _rotate_half(q) * sin
@@ -504,10 +527,15 @@ class FastDecoder(StaticDecoder):
                 )
             else:
                 out = _grouped_attention(
-                    q, self.keys[index], self.values[index], mask, self.scaling[index]
+                    q,
+                    self.keys[index],
+                    self.values[index],
+                    mask,
+                    self.scaling[index],
+                    self.compute_dtype,
                 )
             out = out.transpose(1, 2).reshape(1, length, self.q_size)
-            x = x + attention.o_proj(out)
+            x = x + self._project(attention.o_proj, out)
             x = self._mlp(index, layer, x)
         return x[:, -1:]
 
@@ -544,13 +572,30 @@ class FastDecoder(StaticDecoder):
     def _mlp(self, index: int, layer, x: torch.Tensor) -> torch.Tensor:
         """The layer's second half: norm, MLP, residual."""
         h = layer.post_attention_layernorm(x)
+        mlp = layer.mlp
         if self.fused:
-            gate, up = F.linear(h, self.gate_up[index]).chunk(2, dim=-1)
-            return x + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
-        return x + layer.mlp(h)
+            gate, up = self._linear(h, self.gate_up[index]).chunk(2, dim=-1)
+        else:
+            gate, up = self._project(mlp.gate_proj, h), self._project(mlp.up_proj, h)
+        # The activation in the compute dtype, rounded where the module rounds.
+        gate = mlp.act_fn(gate.to(self.compute_dtype)).to(self.dtype)
+        return x + self._project(mlp.down_proj, gate * up)
+
+    def _projections(self) -> dict:
+        if self.cpu and not self.linear_kernels:
+            return self.cpu.describe()
+        return super()._projections()
+
+    def _project(self, linear: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
+        """``linear(h)``; on the CPU through ``cpu_linear`` (its kernel where built)."""
+        return self._linear(h, linear.weight, linear.bias)
+
+    def _linear(self, h, weight, bias=None) -> torch.Tensor:
+        """``F.linear(h, weight, bias)``; on the CPU through ``cpu_linear``."""
+        return self.cpu.linear(h, weight, bias) if self.cpu else F.linear(h, weight, bias)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The final norm and the LM head of the last position's hidden state."""
         if self.linear_kernels:
             return self._gemv(hidden.view(-1), self.lm_head.weight, self.norm)
-        return self.lm_head(self.norm(hidden))
+        return self._project(self.lm_head, self.norm(hidden))
