@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 
 from localbench.atomic import write_json  # noqa: E402 - after the path above
 from localbench.config import resolve_threads  # noqa: E402
+from localbench.results import now_utc  # noqa: E402
 
 PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
@@ -142,6 +143,13 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument(
+        "--types",
+        nargs="+",
+        choices=WEIGHT_TYPES,
+        default=list(WEIGHT_TYPES),
+        help="GGUF weight types to measure (the quantized ones are made from BF16)",
+    )
     args = parser.parse_args()
     args.threads = resolve_threads(args.threads if args.threads == "auto" else int(args.threads))
     args.work.mkdir(parents=True, exist_ok=True)
@@ -155,6 +163,7 @@ def main() -> None:
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "repetitions": args.repetitions,
+        "measured_at": now_utc(),
         "rows": [],
     }
     try:
@@ -168,7 +177,7 @@ def main() -> None:
 
     models = args.work / "gguf" / args.model_dir.name
     models.mkdir(parents=True, exist_ok=True)
-    for weight_type in WEIGHT_TYPES:
+    for weight_type in args.types:
         gguf = models / f"{weight_type.lower()}.gguf"
         try:
             if not gguf.exists():
@@ -176,6 +185,8 @@ def main() -> None:
                     convert(tree, args.model_dir, gguf, args.work)
                 else:
                     source = models / "bf16.gguf"
+                    if not source.exists():
+                        convert(tree, args.model_dir, source, args.work)
                     run([str(bin_dir / "llama-quantize"), str(source), str(gguf), weight_type])
             runs = bench(bin_dir, gguf, args)
         except Exception as error:  # noqa: BLE001 - one weight type's failure is its row

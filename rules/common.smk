@@ -11,6 +11,7 @@ from localbench.archive_reader import find_archives
 from localbench.config_files import check_config_file
 from localbench.device import DeviceUnavailable
 from localbench.hardware import detect
+from localbench import peers as lbpeers
 from localbench.locks import clear_stale_locks
 from localbench.pipelines import plan as lbplan
 from localbench.pipelines.plan import check_pipelines

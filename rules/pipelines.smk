@@ -21,11 +21,11 @@ for _plan in PIPELINE_PLANS.values():
                 record=_job.record,
             log:
                 _job.log,
+            conda:
+                "../envs/localbench.yaml"
             # A batch job runs torch on the config's `threads` (read in the job, so a
             # change of threads never reruns a pipeline's outputs).
             threads: THREADS
-            conda:
-                "../envs/localbench.yaml"
             params:
                 names=_job.names,
                 questions=_job.questions,

@@ -20,6 +20,8 @@ rule render_summary:
         results=result_files(),
         hardware=f"{RESULTS}/hardware.json",
         warmup=f"{RESULTS}/warmup.json",
+        # Records of peer engines run on this machine (benchmarks/llama_cpp_peer.py).
+        peers=lbpeers.find_records(RESULTS),
     output:
         summary=f"{RESULTS}/SUMMARY.md",
         chart=f"{RESULTS}/chart.svg",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from localbench.peers import peer_table
 from localbench.results import MEASURED, STATUS_LABELS, now_utc
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -151,6 +152,8 @@ def model_row(result: dict) -> dict:
         "decode": _spread(_metric(result, "decode_tokens_per_s")),
         "decode_median": _median(result, "decode_tokens_per_s"),
         "prefill": _spread(_metric(result, "prefill_tokens_per_s"), 0),
+        "prefill_median": _median(result, "prefill_tokens_per_s"),
+        "threads": result.get("torch_threads"),
         "ttft": _spread(_metric(result, "ttft_ms"), 0, " ms"),
         "itl": _itl(_metric(result, "inter_token_latency_ms")),
         "latency": _spread(_metric(result, "latency_ms"), 0, " ms"),
@@ -332,8 +335,11 @@ def threads_text(results: list[dict], warmup: dict) -> str:
     return words[0] if len(words) == 1 else " or ".join(words) + " (per model below)"
 
 
-def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
-    """Everything the template shows, derived from this run's records."""
+def summary_context(
+    results: list[dict], hardware: dict, warmup: dict, peer_records: list[dict] = ()
+) -> dict:
+    """Everything the template shows, derived from this run's records (and the peer
+    engines' records, each labelled as a peer's)."""
     rows = [model_row(r) for r in results]
     counts: dict[str, int] = {}
     for row in rows:
@@ -378,6 +384,9 @@ def summary_context(results: list[dict], hardware: dict, warmup: dict) -> dict:
             for r in measured
         ],
         "settings": [settings_row(r) for r in results],
+        "peers": peer_table(
+            list(peer_records), rows, (warmup.get("copy_bandwidth_gb_per_s") or {}).get("median")
+        ),
     }
 
 
