@@ -67,6 +67,84 @@ def test_cpu_decoder_tokens_equal_eager(tiny_text_model, kernel, monkeypatch):
     trace_as_one_graph(decoder._decode_step)  # the kernel is one operator to the tracer
 
 
+def _prompts(loaded, spans):
+    """Prompts cut from the benchmark passage: (start, length) each."""
+    passage = prompt_ids(loaded.processor, 64)[0].tolist()
+    return [passage[start : start + length] for start, length in spans]
+
+
+SPANS = [(0, 5), (3, 9), (10, 2), (20, 7), (1, 12), (30, 3)]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 6])
+def test_batched_greedy_tokens_equal_each_prompt_alone(tiny_text_model, batch):
+    """Prompts of different lengths decoded together (left-padded, padding hidden from
+    attention and rotary positions) give each the tokens generate() gives it alone."""
+    prompts = _prompts(tiny_text_model, SPANS[:batch])
+    decoder = FastDecoder(tiny_text_model.model, max_len=12 + 10, batch=batch)
+    runs = decoder.generate_batch(prompts, 10, stop_at_end=False)
+    for prompt, run in zip(prompts, runs, strict=True):
+        assert run.tokens == _eager_tokens(tiny_text_model, torch.tensor([prompt]), 10)
+        assert run.inter_token_s == []  # not streamed: tokens were read at the end
+    # Fewer requests than the decoder holds: the rows left over are not returned.
+    assert len(decoder.generate_batch(prompts[:1], 4, stop_at_end=False)) == 1
+
+
+def test_batched_sequences_stop_at_their_end_of_sequence(tiny_text_model):
+    """Each sequence ends at its first end-of-sequence token, as generate() ends it; the
+    tokens are streamed as they are made, in order, each sequence on its own."""
+    model = tiny_text_model.model
+    prompts = _prompts(tiny_text_model, SPANS[:3])
+    forced = [_eager_tokens(tiny_text_model, torch.tensor([p]), 12) for p in prompts]
+    config = model.generation_config
+    saved = config.eos_token_id
+    try:
+        config.eos_token_id = forced[1][4]  # the second sequence would end after 4 tokens
+        expected = []
+        for prompt in prompts:
+            output = model.generate(
+                input_ids=torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=12,
+                do_sample=False,
+                pad_token_id=0,
+            )[0, len(prompt) :].tolist()
+            end = output.index(config.eos_token_id) if config.eos_token_id in output else None
+            expected.append(output[:end])
+        # With that end of sequence banned, as a fixed length needs.
+        forced = [_eager_tokens(tiny_text_model, torch.tensor([p]), 12) for p in prompts]
+        decoder = FastDecoder(model, max_len=12 + 12, batch=3)
+        streamed: dict[int, list] = {0: [], 1: [], 2: []}
+        runs = decoder.generate_batch(
+            prompts, 12, on_token=lambda i, token, at: streamed[i].append((token, at))
+        )
+        again = decoder.generate_batch(prompts, 12, stop_at_end=False)
+    finally:
+        config.eos_token_id = saved
+    assert [run.tokens for run in runs] == expected
+    assert len(runs[1].tokens) <= 4
+    for index, run in enumerate(runs):
+        assert [token for token, _ in streamed[index]] == run.tokens
+        times = [at for _, at in streamed[index]]
+        assert times == sorted(times) and run.first_token <= run.end
+        assert len(run.inter_token_s) == max(len(run.tokens) - 1, 0)
+    # The same decoder then forces a fixed length again, end-of-sequence ids banned.
+    assert [run.tokens for run in again] == forced
+
+
+def test_batch_sizes_are_checked(tiny_text_model):
+    decoder = FastDecoder(tiny_text_model.model, max_len=20, batch=2)
+    prompt = _prompts(tiny_text_model, SPANS[:1])[0]
+    with pytest.raises(ValueError, match="1 to 2 non-empty prompts"):
+        decoder.generate_batch([prompt] * 3, 4)
+    with pytest.raises(ValueError, match="1 to 2 non-empty prompts"):
+        decoder.generate_batch([prompt, []], 4)
+    with pytest.raises(ValueError, match="one sequence"):
+        decoder.generate(torch.tensor([prompt]), 4)
+    with pytest.raises(ValueError, match="exceed"):
+        decoder.generate_batch([prompt], 20)
+
+
 def test_fast_decoder_refuses_too_long_requests(tiny_text_model):
     decoder = FastDecoder(tiny_text_model.model, max_len=8)
     with pytest.raises(ValueError, match="exceed"):

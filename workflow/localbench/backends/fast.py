@@ -44,6 +44,9 @@ from localbench.backends import cpu_linear, decode_attention, gemv
 from localbench.timing import Run
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+# Steps between host reads of a batch's new tokens when sequences may stop early and
+# nobody streams them: a few wasted steps at most, against a sync per step.
+CHECK_EVERY = 8
 
 
 def supports(model) -> tuple[bool, str]:
@@ -113,20 +116,21 @@ def _grouped_attention(
 
     Query heads sharing a key/value head are stacked along the rows of one product, as
     transformers' ``repeat_kv`` orders them (head h reads key/value head h // group), so
-    the cache is read once and never repeated. ``mask`` (T, L) marks visible positions.
+    the cache is read once and never repeated. ``mask`` (T, L), or (B, 1, 1, T, L) for a
+    batch of B sequences (1, kv_heads, L, D each), marks visible positions.
     ``compute_dtype`` (float32 on CPUs without native products of the cache's dtype) is
     the dtype of the two products; the softmax is float32 either way.
     """
-    _, heads, length, dim = q.shape
+    batch, heads, length, dim = q.shape
     kv_heads = keys.shape[1]
     group = heads // kv_heads
     dtype = compute_dtype or values.dtype
-    rows = q.reshape(1, kv_heads, group * length, dim).to(dtype)
+    rows = q.reshape(batch, kv_heads, group * length, dim).to(dtype)
     scores = torch.matmul(rows, keys.to(dtype).transpose(-1, -2)).float() * scale
-    scores = scores.view(1, kv_heads, group, length, -1).masked_fill(~mask, float("-inf"))
+    scores = scores.view(batch, kv_heads, group, length, -1).masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1).to(values.dtype).to(dtype)
-    out = torch.matmul(weights.view(1, kv_heads, group * length, -1), values.to(dtype))
-    return out.view(1, heads, length, dim).to(q.dtype)
+    out = torch.matmul(weights.view(batch, kv_heads, group * length, -1), values.to(dtype))
+    return out.view(batch, heads, length, dim).to(q.dtype)
 
 
 @dataclass
@@ -193,22 +197,46 @@ class StaticDecoder:
         kv_heads: int | None = None,
         use_cuda_graph: bool | None = None,
         use_compile: bool | None = None,
+        batch: int = 1,
+        end_of_sequence: list[int] | None = None,
     ) -> None:
         """Allocate the self-attention cache (``kv_heads``, default ``self.n_heads``, of
-        ``self.head_dim`` per layer in ``self.layers``) and the decode-step state."""
+        ``self.head_dim`` per layer in ``self.layers``, for ``batch`` sequences) and the
+        decode-step state."""
         self.max_len = max_len
-        shape = (1, kv_heads or self.n_heads, max_len, self.head_dim)
+        self.batch = batch
+        shape = (batch, kv_heads or self.n_heads, max_len, self.head_dim)
         self.keys = [torch.zeros(shape, device=self.device, dtype=self.dtype) for _ in self.layers]
         self.values = [torch.zeros_like(k) for k in self.keys]
         self.positions = torch.arange(max_len, device=self.device)
-        self.suppress = suppressed_logits(vocab_size, suppress, self.device, self.dtype)
-        self.suppress_first = suppressed_logits(
-            vocab_size, [*suppress, *suppress_first], self.device, self.dtype
-        )
+        # ``suppress`` holds the end-of-sequence ids (``end_of_sequence``, default all of
+        # them), banned while a fixed number of tokens is forced and allowed when a
+        # generation stops at the end of sequence (``generate_batch``): the decoder's
+        # biases are one pair of tensors, overwritten in place for either mode.
+        ends = set(suppress if end_of_sequence is None else end_of_sequence)
+        self.end_of_sequence = sorted(int(i) for i in ends if i is not None)
+        first = [*suppress, *suppress_first]
+        self.biases = {
+            stop: tuple(
+                suppressed_logits(
+                    vocab_size,
+                    [i for i in ids if not stop or i not in ends],
+                    self.device,
+                    self.dtype,
+                )
+                for ids in (suppress, first)
+            )
+            for stop in (False, True)
+        }
+        self.suppress, self.suppress_first = (b.clone() for b in self.biases[False])
+        self.stops_at_end = False
         # Decode-step state, at fixed addresses so a CUDA graph can replay it.
-        self.token = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+        # One cache position for every sequence of a batch: a shorter prompt is padded on
+        # the left, and ``pad`` (per sequence) hides its padding from attention.
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
         self.position = torch.zeros(1, dtype=torch.long, device=self.device)
-        self.output = torch.zeros(1, max_len, dtype=torch.long, device=self.device)
+        self.output = torch.zeros(batch, max_len, dtype=torch.long, device=self.device)
+        self.pad = torch.zeros(batch, dtype=torch.long, device=self.device)
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
         self.use_cuda_graph = use_cuda_graph
@@ -245,8 +273,9 @@ class StaticDecoder:
         }
 
     def _heads(self, states: torch.Tensor, heads: int | None = None) -> torch.Tensor:
-        """(1, T, heads * head_dim) projections as (1, heads, T, head_dim)."""
-        return states.view(1, -1, heads or self.n_heads, self.head_dim).transpose(1, 2)
+        """(B, T, heads * head_dim) projections as (B, heads, T, head_dim)."""
+        batch = states.shape[0]
+        return states.view(batch, -1, heads or self.n_heads, self.head_dim).transpose(1, 2)
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
         raise NotImplementedError
@@ -262,8 +291,10 @@ class StaticDecoder:
     ) -> torch.Tensor:
         x = self._embed(input_ids, positions, prefill)
         suppress = self.suppress_first if prefill else self.suppress
-        logits = self._logits(self._forward(x, positions)).view(-1) + suppress
-        return _argmax(logits).view(1, 1)
+        logits = self._logits(self._forward(x, positions))
+        if self.batch == 1:
+            return _argmax(logits.view(-1) + suppress).view(1, 1)
+        return (logits.view(self.batch, -1) + suppress).argmax(dim=-1, keepdim=True)
 
     def _decode_step(self) -> None:
         """Generate the token after ``self.position``; all state stays on the device."""
@@ -300,7 +331,7 @@ class StaticDecoder:
         if not self.use_cuda_graph or prompt_length in self.prefill_graphs:
             return
         start = time.perf_counter()
-        prompt = torch.zeros(1, prompt_length, dtype=torch.long, device=self.device)
+        prompt = torch.zeros(self.batch, prompt_length, dtype=torch.long, device=self.device)
         try:
             prefill = self._capture(self._prefill, prompt)
             self.graph = self.graph or self._capture(self._step)
@@ -327,6 +358,9 @@ class StaticDecoder:
     @torch.inference_mode()
     def generate(self, input_ids: torch.Tensor, new_tokens: int) -> FastRun:
         """Greedy-generate exactly ``new_tokens`` tokens after ``input_ids`` (batch 1)."""
+        if self.batch != 1:
+            raise ValueError(f"generate() runs one sequence; this decoder holds {self.batch}")
+        self._stop_at_end(False)
         prompt_length = input_ids.shape[1]
         if prompt_length + new_tokens > self.max_len:
             raise ValueError(
@@ -372,6 +406,120 @@ class StaticDecoder:
             tokens=tokens, start=start, first_token=first_token, end=end, inter_token_s=gaps
         )
 
+    def _stop_at_end(self, stop: bool) -> None:
+        """Allow (``stop``) or ban the end-of-sequence ids, in place."""
+        if stop != self.stops_at_end:
+            self.suppress.copy_(self.biases[stop][0])
+            self.suppress_first.copy_(self.biases[stop][1])
+            self.stops_at_end = stop
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        stop_at_end: bool = True,
+        on_token=None,
+        pad_id: int = 0,
+    ) -> list[FastRun]:
+        """Greedy-generate for up to ``self.batch`` prompts at once; each sequence's run.
+
+        Shorter prompts are padded on the left and their padding is hidden from attention
+        (and from the rotary positions), so each sequence computes what it would alone.
+        With ``stop_at_end`` a sequence ends at its first end-of-sequence id (not part of
+        its tokens) and the batch stops when every sequence has ended or after
+        ``max_new_tokens``; an ended sequence's later steps are computed (the shapes stay
+        fixed) and ignored. Without it, exactly ``max_new_tokens`` tokens each.
+        ``on_token(sequence, token_id, time)`` is called for each new token as it is made
+        (time on the host clock, after the step's sync): streaming; the runs then carry
+        the gaps between tokens (``inter_token_s``), which are not measured otherwise.
+        """
+        count = len(prompts)
+        if not 1 <= count <= self.batch or any(len(p) == 0 for p in prompts):
+            raise ValueError(f"expected 1 to {self.batch} non-empty prompts, got {count}")
+        length = max(len(p) for p in prompts)
+        if length + max_new_tokens > self.max_len:
+            raise ValueError(
+                f"prompt {length} + {max_new_tokens} new tokens exceed the cache of {self.max_len}"
+            )
+        # Rows past the requests repeat the first one; their results are dropped.
+        rows = [*prompts, *[prompts[0]] * (self.batch - count)]
+        ids = torch.tensor(
+            [[pad_id] * (length - len(p)) + list(p) for p in rows], device=self.device
+        )
+        self.pad.copy_(torch.tensor([length - len(p) for p in rows], device=self.device))
+        self._stop_at_end(stop_at_end)
+        self.prepare(length)
+        ends = set(self.end_of_sequence) if stop_at_end else set()
+        tokens: list[list[int]] = [[] for _ in range(count)]
+        stamps: list[list[float]] = [[] for _ in range(count)]
+        live = set(range(count))
+        ended: dict[int, float] = {}
+        # The host reads the new tokens after every step when streaming; otherwise every
+        # CHECK_EVERY steps when sequences may end early, else once at the end, so steps
+        # queue on the device without a sync between them.
+        if on_token is not None:
+            check_every = 1
+        else:
+            check_every = CHECK_EVERY if stop_at_end else max_new_tokens
+        read = 0
+
+        def collect(upto: int, now: float) -> None:
+            nonlocal read
+            new = self.output[:count, length + read : length + upto].tolist()
+            for index in sorted(live):
+                for token in new[index]:
+                    if token in ends:
+                        live.discard(index)
+                        break
+                    tokens[index].append(token)
+                    stamps[index].append(now)
+                    if on_token is not None:
+                        on_token(index, token, now)
+                    if len(tokens[index]) == max_new_tokens:
+                        live.discard(index)
+                        break
+                if index not in live:
+                    ended[index] = now
+            read = upto
+
+        self._sync()
+        start = time.perf_counter()
+        if length in self.prefill_graphs:
+            graph, prompt = self.prefill_graphs[length]
+            prompt.copy_(ids)
+            graph.replay()
+        else:
+            self._prefill(ids)
+        self._sync()
+        first_token = time.perf_counter()
+        collect(1, first_token)
+        for step in range(1, max_new_tokens):
+            if not live:
+                break
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._step()
+            if (step + 1) % check_every == 0 or step == max_new_tokens - 1:
+                self._sync()
+                collect(step + 1, time.perf_counter())
+        end = time.perf_counter()
+        runs = []
+        for index in range(count):
+            # Gaps between tokens only where each token was read as it was made.
+            times = stamps[index] if check_every == 1 else []
+            runs.append(
+                FastRun(
+                    tokens=tokens[index],
+                    start=start,
+                    first_token=first_token,
+                    end=ended.get(index, end),
+                    inter_token_s=[b - a for a, b in zip(times, times[1:], strict=False)],
+                )
+            )
+        return runs
+
 
 class FastDecoder(StaticDecoder):
     """Greedy decoding of one sequence of a Llama-family model; see the module docstring."""
@@ -385,6 +533,7 @@ class FastDecoder(StaticDecoder):
         fuse: bool | None = None,
         attention_kernel: bool | None = None,
         linear_kernels: bool | None = None,
+        batch: int = 1,
     ) -> None:
         ok, why = supports(model)
         if not ok:
@@ -424,8 +573,13 @@ class FastDecoder(StaticDecoder):
         self.kv_size = self.n_kv_heads * self.head_dim
         # On CUDA a decode step's attention (bias, rotary embedding, cache write, softmax)
         # is one Triton kernel per layer; it reads the fused projection's output.
+        # The Triton kernels decode one sequence; a batch runs PyTorch's products.
+        if batch > 1 and (attention_kernel or linear_kernels):
+            raise ValueError("the decode kernels run one sequence, not a batch")
         if attention_kernel is None:
-            attention_kernel = self.fused and decode_attention.available(self.device, self.head_dim)
+            attention_kernel = (
+                batch == 1 and self.fused and decode_attention.available(self.device, self.head_dim)
+            )
         if attention_kernel and not self.fused:
             raise ValueError("the decode-attention kernel needs the fused projections")
         # The projections as matrix-vector kernels with the norms, the SiLU gate and the
@@ -453,6 +607,7 @@ class FastDecoder(StaticDecoder):
             kv_heads=self.n_kv_heads,
             use_cuda_graph=use_cuda_graph,
             use_compile=use_compile,
+            batch=batch,
         )
         self.attention_kernel = attention_kernel
         self.linear_kernels = linear_kernels
@@ -475,9 +630,23 @@ class FastDecoder(StaticDecoder):
         length = x.shape[1]
         if length == 1 and self.linear_kernels:
             return self._kernel_decode(x, positions)
-        cos = self.cos[positions][None, None]
-        sin = self.sin[positions][None, None]
         mask = self.positions[None, :] <= positions[:, None]
+        causal = None
+        if self.batch == 1:
+            cos = self.cos[positions][None, None]
+            sin = self.sin[positions][None, None]
+        else:
+            # Each sequence counts its positions from its first token, after its padding,
+            # and sees no padding: keys at or past its ``pad``.
+            rotary = (positions[None, :] - self.pad[:, None]).clamp(min=0)
+            cos, sin = self.cos[rotary][:, None], self.sin[rotary][:, None]
+            visible = self.positions[None, :] >= self.pad[:, None]
+            mask = (mask[None] & visible[:, None, :])[:, None, None]
+            if length > 1:
+                # The prompt's causal mask without padded keys; a padding row sees itself
+                # (its output is never used), so no row of the softmax is empty.
+                own = torch.eye(length, dtype=torch.bool, device=self.device)
+                causal = mask[:, :, 0, :, :length] | own
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             h = layer.input_layernorm(x)
@@ -521,7 +690,8 @@ class FastDecoder(StaticDecoder):
                     q,
                     k,
                     v,
-                    is_causal=True,
+                    attn_mask=causal,
+                    is_causal=causal is None,
                     scale=self.scaling[index],
                     enable_gqa=self.grouped_heads,
                 )
@@ -534,7 +704,7 @@ class FastDecoder(StaticDecoder):
                     self.scaling[index],
                     self.compute_dtype,
                 )
-            out = out.transpose(1, 2).reshape(1, length, self.q_size)
+            out = out.transpose(1, 2).reshape(x.shape[0], length, self.q_size)
             x = x + self._project(attention.o_proj, out)
             x = self._mlp(index, layer, x)
         return x[:, -1:]

@@ -73,6 +73,7 @@ class WhisperFastDecoder(StaticDecoder):
             list(generation.begin_suppress_tokens or []),
             use_cuda_graph=use_cuda_graph,
             use_compile=use_compile,
+            end_of_sequence=end_of_sequence_ids(generation),
         )
 
     @torch.inference_mode()

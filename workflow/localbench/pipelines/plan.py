@@ -40,9 +40,20 @@ DEFAULT_MAX_NEW_TOKENS = {
 DEFAULT_QUESTIONS = ("What is shown in this picture?",)
 # Folders of a pipeline's own that a stage's output folder must not take.
 RESERVED_STAGE_NAMES = {"batches", "settings"}
-# Stage settings that decide a stage's outputs; benchmark knobs are not among them, so
+# A stage's model settings: what decides its outputs, and what its job needs to fetch
+# again a damaged checkpoint (allow_pickle); benchmark knobs are not among them, so
 # changing how a model is benchmarked never reruns a pipeline.
-MODEL_KEYS = ("name", "task", "repo", "revision", "dtype", "device", "weights", "size")
+MODEL_KEYS = (
+    "name",
+    "task",
+    "repo",
+    "revision",
+    "allow_pickle",
+    "dtype",
+    "device",
+    "weights",
+    "size",
+)
 # Output file names are kept short enough for every common file system: the smallest
 # common limit on a name is 143 bytes (eCryptfs home folders; ext4, APFS and NTFS allow
 # 255), and the atomic writer's temporary file adds "." + "." + 8 random characters +
@@ -114,6 +125,12 @@ def check_pipelines(config: dict) -> None:
                     f"invalid config: {where}.prompt: a text-generation stage needs a prompt "
                     "containing {previous} (where the previous stage's output goes)"
                 )
+            for key in ("backend", "decode_batch"):
+                if task != "text-generation" and key in stage:
+                    raise ConfigError(
+                        f"invalid config: {where}.{key}: only text-generation stages take "
+                        f"{key}; {model!r} is a {task} model"
+                    )
             if task != "text-generation" and prompt is not None:
                 raise ConfigError(
                     f"invalid config: {where}.prompt: only text-generation stages take a "
@@ -157,6 +174,9 @@ def stage_settings(config: dict, pipeline: str, index: int, model_settings: dict
     }
     if task == "text-generation":
         settings["prompt"] = stage["prompt"]
+        settings["backend"] = stage.get("backend", "fast")
+        if stage.get("decode_batch"):
+            settings["decode_batch"] = stage["decode_batch"]
     if task == "visual-question-answering":
         settings["questions"] = list(spec.get("questions") or DEFAULT_QUESTIONS)
     if index > 0:

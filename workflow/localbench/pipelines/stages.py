@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import GenerationMixin
 
+from localbench.device import available_memory_bytes
 from localbench.pipelines import media
 from localbench.pipelines.media import UnreadableInput
 from localbench.scenarios.image_to_text import VQA_PROMPT
@@ -135,9 +136,9 @@ def build_prompt(template: str, previous: str, file_name: str) -> str:
     return template.replace("{file}", file_name).replace("{previous}", previous)
 
 
-def generate_text(loaded, previous: str, settings: dict, file_name: str) -> tuple[str, dict]:
-    """The language model's answer to the stage's prompt, through its chat template when
-    the tokenizer has one."""
+def text_request(loaded, previous: str, settings: dict, file_name: str) -> tuple[list[int], int]:
+    """The prompt's token ids for the stage's prompt (through the tokenizer's chat template
+    when it has one) and the new-token budget the model's context leaves."""
     tokenizer = loaded.processor
     prompt = build_prompt(settings["prompt"], previous, file_name)
     if getattr(tokenizer, "chat_template", None):
@@ -149,9 +150,17 @@ def generate_text(loaded, previous: str, settings: dict, file_name: str) -> tupl
         )["input_ids"]
     else:
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    ids = ids.to(loaded.device)
+    ids = ids[0].tolist()
     limit = getattr(loaded.model.config, "max_position_embeddings", None)
-    budget = _token_budget(limit, ids.shape[1], settings["max_new_tokens"], "the prompt")
+    return ids, _token_budget(limit, len(ids), settings["max_new_tokens"], "the prompt")
+
+
+def generate_text(loaded, previous: str, settings: dict, file_name: str) -> tuple[str, dict]:
+    """The language model's answer to the stage's prompt through generate() (the eager
+    backend, one file at a time)."""
+    tokenizer = loaded.processor
+    prompt, budget = text_request(loaded, previous, settings, file_name)
+    ids = torch.tensor([prompt], device=loaded.device)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
@@ -165,3 +174,52 @@ def generate_text(loaded, previous: str, settings: dict, file_name: str) -> tupl
     tokens = _new_tokens(output, ids.shape[1])
     text = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     return text, {"prompt_tokens": int(ids.shape[1]), "new_tokens": len(tokens)}
+
+
+# The most sequences decoded together, and the share of the free memory their KV cache
+# may take (the rest is left for activations and the allocator).
+MAX_DECODE_BATCH = 64
+KV_CACHE_SHARE = 0.5
+
+
+def decode_batch_size(loaded, max_len: int, wanted: int, setting: int | None) -> tuple[int, str]:
+    """How many sequences the fast decoder holds, and why: the stage's ``decode_batch``
+    when set, else as many as ``wanted`` up to what the KV cache may take of the memory
+    free now (half of it) and at most ``MAX_DECODE_BATCH``."""
+    if setting:
+        return min(setting, wanted), f"decode_batch: {setting} in the stage's settings"
+    config = loaded.model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    itemsize = torch.empty((), dtype=loaded.dtype).element_size()
+    per_sequence = 2 * config.num_hidden_layers * heads * head_dim * max_len * itemsize
+    free, _ = available_memory_bytes(loaded.device)
+    fits = max(1, int(free * KV_CACHE_SHARE // per_sequence))
+    size = min(wanted, fits, MAX_DECODE_BATCH)
+    return size, (
+        f"{size} of {wanted} files: {per_sequence / 2**20:.1f} MiB of KV cache each, "
+        f"{free / 2**30:.1f} GiB free, at most {MAX_DECODE_BATCH}"
+    )
+
+
+def generate_texts(loaded, requests: list[tuple[list[int], int]], decoder) -> list[dict]:
+    """The fast decoder's answers to prompts decoded together: each request is the prompt's
+    ids and its budget; each answer its text, tokens and times. Greedy, each sequence
+    stopping at its end of sequence or its budget, as generate() does alone."""
+    tokenizer = loaded.processor
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    budget = max(b for _, b in requests)
+    runs = decoder.generate_batch([ids for ids, _ in requests], budget, pad_id=pad_id)
+    answers = []
+    for (ids, own_budget), run in zip(requests, runs, strict=True):
+        tokens = run.tokens[:own_budget]
+        answers.append(
+            {
+                "text": tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+                "prompt_tokens": len(ids),
+                "new_tokens": len(tokens),
+                "first_token_s": run.first_token - run.start,
+                "latency_s": run.end - run.start,
+            }
+        )
+    return answers
