@@ -11,7 +11,7 @@ from localbench.inputs import prompt_ids
 from localbench.loading import load_model
 from localbench.roofline import decode_roofline, kv_cache_bytes, weight_bytes_read_per_token
 from localbench.synthetic import build_synthetic_checkpoint
-from localbench.timing import greedy_fixed_length
+from localbench.timing import GREEDY, greedy_fixed_length
 
 TEXT_REPOS = [
     "Qwen/Qwen2.5-1.5B-Instruct",
@@ -106,8 +106,8 @@ def test_batched_sequences_stop_at_their_end_of_sequence(tiny_text_model):
                 input_ids=torch.tensor([prompt]),
                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                 max_new_tokens=12,
-                do_sample=False,
                 pad_token_id=0,
+                **GREEDY,
             )[0, len(prompt) :].tolist()
             end = output.index(config.eos_token_id) if config.eos_token_id in output else None
             expected.append(output[:end])

@@ -86,14 +86,20 @@ def repeat(run_once: Callable[[], Run], warmup_runs: int, repetitions: int) -> l
     return [run_once() for _ in range(repetitions)]
 
 
+# Pure greedy decoding in every generate() call of the project: one token per step, the
+# most likely one. The model's generation config may ask for sampling, top-k/top-p or a
+# repetition penalty (Qwen2.5's: 1.1); all are switched off, so that eager generate()
+# and the fast decoders compute the same tokens.
+GREEDY = {
+    "do_sample": False,
+    "num_beams": 1,
+    "temperature": None,
+    "top_p": None,
+    "top_k": None,
+    "repetition_penalty": 1.0,
+}
+
+
 def greedy_fixed_length(new_tokens: int) -> dict:
     """generate() arguments for greedy decoding of exactly ``new_tokens`` tokens."""
-    return {
-        "max_new_tokens": new_tokens,
-        "min_new_tokens": new_tokens,
-        "do_sample": False,
-        "num_beams": 1,
-        "temperature": None,
-        "top_p": None,
-        "top_k": None,
-    }
+    return {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, **GREEDY}

@@ -183,14 +183,15 @@ void dispatch(const W* weight, const float* x, float* y, int64_t M, int64_t N, i
 
 }  // namespace
 
-// x: (M, K), any float dtype; weight: (N, K) contiguous float32/bfloat16/float16;
+// x: (M, K), any float dtype; weight: (N, K) float32/bfloat16/float16 (copied when not
+// contiguous);
 // bias: (N,) or None. Returns (M, N) in the weight's dtype: products accumulated in
 // float32, the bias added in float32, then rounded once, as PyTorch's addmm does.
 torch::Tensor linear(torch::Tensor x, torch::Tensor weight, c10::optional<torch::Tensor> bias) {
   TORCH_CHECK(x.device().is_cpu() && weight.device().is_cpu(), "CPU tensors expected");
   TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "shapes");
   TORCH_CHECK(x.size(0) >= 1, "at least one input row");
-  TORCH_CHECK(weight.is_contiguous(), "contiguous weight expected");
+  weight = weight.contiguous();  // the same tensor when it already is
   const int64_t M = x.size(0), N = weight.size(0), K = weight.size(1);
   auto x32 = x.to(torch::kFloat32).contiguous();
   auto y = torch::empty({M, N}, x32.options());

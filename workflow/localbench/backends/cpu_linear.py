@@ -10,8 +10,8 @@ row is converted to float32 in registers as it streams in, multiplied with up to
 ``MAX_ROWS`` input rows, accumulated in float32, split over PyTorch's intra-op threads.
 
 The kernel is compiled once per machine with PyTorch's extension builder (a C++ compiler
-and ninja; ``-march=native`` where the compiler takes it) and cached under PyTorch's
-extensions folder, keyed by the source and the flags. Where it cannot be built the
+and ninja; ``-march=native`` and OpenMP where the compiler takes them) and cached under
+PyTorch's extensions folder, keyed by the source and the flags. Where it cannot be built the
 decoder runs PyTorch's products and records why (``unavailable_reason``).
 
 Prompts (many rows) use PyTorch's matrix products. On CPUs without native bfloat16 or
@@ -40,10 +40,20 @@ ROW_KERNEL_ROWS = 4  # input rows the row kernel takes (a decode step, a small b
 _BLOCK_VALUES = 16 * 2**20
 
 
-def _flag_sets() -> list[list[str]]:
-    """Compiler flags to try in order: the machine's own instructions, then portable."""
+def _flag_sets() -> list[tuple[list[str], list[str]]]:
+    """Compiler and linker flags to try in order: the machine's own instructions with
+    OpenMP, portable with OpenMP, then the same without it. ``at::parallel_for`` splits
+    the work over torch's threads only in code compiled with OpenMP (its parallel region
+    is in the header); linked with ``-fopenmp`` the kernel shares the OpenMP runtime torch
+    loaded (same soname), so its threads are torch's intra-op threads. Without OpenMP
+    (Apple's clang) the kernel runs on one thread."""
     native = "-mcpu=native" if platform.machine() in ("arm64", "aarch64") else "-march=native"
-    return [["-O3", native], ["-O3"]]
+    sets = [["-O3", native], ["-O3"]]
+    return [(flags + ["-fopenmp"], ["-fopenmp"]) for flags in sets] + [(f, []) for f in sets]
+
+
+# The flags the loaded kernel was built with, once it is built.
+built_with: list[str] = []
 
 
 @functools.cache
@@ -58,17 +68,22 @@ def _extension():
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     source = SOURCE.read_bytes()
     errors = []
-    for flags in _flag_sets():
-        digest = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:12]
+    for cflags, ldflags in _flag_sets():
+        flags = " ".join(cflags + ldflags)
+        digest = hashlib.sha256(source + flags.encode()).hexdigest()[:12]
         try:
-            return cpp_extension.load(
+            module = cpp_extension.load(
                 name=f"localbench_cpu_linear_{digest}",
                 sources=[str(SOURCE)],
-                extra_cflags=flags,
+                extra_cflags=cflags,
+                extra_ldflags=ldflags,
                 verbose=False,
             )
         except Exception as error:  # noqa: BLE001 - compilers and builders fail in many ways
-            errors.append(f"{' '.join(flags)}: {type(error).__name__}: {_first_line(error)}")
+            errors.append(f"{' '.join(cflags)}: {type(error).__name__}: {_first_line(error)}")
+            continue
+        built_with[:] = cflags
+        return module
     return "the C++ kernel could not be built (" + "; ".join(errors) + ")"
 
 
@@ -117,6 +132,7 @@ class Products:
     def __init__(self, dtype: torch.dtype) -> None:
         self.kernel_error = unavailable_reason()
         self.kernel = self.kernel_error is None
+        self.module = _extension() if self.kernel else None
         self.native = dtype == torch.float32 or native_reduced_precision(dtype)
         # Elementwise work and attention run in float32 where PyTorch has no fast path
         # for the reduced precision.
@@ -132,7 +148,11 @@ class Products:
                 "cpu_kernel_error": self.kernel_error,
             }
         prompt = "pytorch" if self.native else "cpu kernel, float32 panels"
-        return {"decode_projections": "cpu kernel", "prompt_projections": prompt}
+        return {
+            "decode_projections": "cpu kernel",
+            "prompt_projections": prompt,
+            "cpu_kernel_flags": " ".join(built_with),
+        }
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
         """``F.linear(x, weight, bias)``. With the kernel: the row kernel for up to
@@ -141,7 +161,11 @@ class Products:
         PyTorch, in float32 blocks of the weight where the product is not native."""
         rows = x.numel() // x.shape[-1]
         if self.kernel and (rows <= ROW_KERNEL_ROWS or not self.native):
-            out = kernel_linear(x.reshape(rows, x.shape[-1]), weight.contiguous(), bias)
+            flat = x.reshape(rows, x.shape[-1])
+            if torch.compiler.is_compiling():  # one operator to the tracer
+                out = kernel_linear(flat, weight, bias)
+            else:  # the module directly: the operator's dispatch costs more than a product
+                out = self.module.linear(flat, weight, bias)
             return out.view(*x.shape[:-1], weight.shape[0])
         if self.native:
             return F.linear(x, weight, bias)

@@ -117,7 +117,8 @@ def _grouped_attention(
     Query heads sharing a key/value head are stacked along the rows of one product, as
     transformers' ``repeat_kv`` orders them (head h reads key/value head h // group), so
     the cache is read once and never repeated. ``mask`` (T, L), or (B, 1, 1, T, L) for a
-    batch of B sequences (1, kv_heads, L, D each), marks visible positions.
+    batch of B sequences (q (B, heads, T, D), cache (B, kv_heads, L, D)), marks visible
+    positions.
     ``compute_dtype`` (float32 on CPUs without native products of the cache's dtype) is
     the dtype of the two products; the softmax is float32 either way.
     """

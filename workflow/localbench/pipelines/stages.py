@@ -16,8 +16,8 @@ from localbench.pipelines import media
 from localbench.pipelines.media import UnreadableInput
 from localbench.scenarios.image_to_text import VQA_PROMPT
 from localbench.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
+from localbench.timing import GREEDY
 
-GREEDY = {"do_sample": False, "num_beams": 1, "temperature": None, "top_p": None, "top_k": None}
 # The shortest audio transcribed, in hops of the feature extractor. Whisper's extractor
 # makes one log-mel frame of 25 ms (n_fft 400) every 10 ms (hop_length 160 at 16 kHz),
 # and its encoder keeps one position per two frames; 10 frames, 0.1 s, is about the
