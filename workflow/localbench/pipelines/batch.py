@@ -77,7 +77,16 @@ def _run_texts_fast(loaded, device, items: list[BatchItem], settings: dict, log)
     size, why = stages.decode_batch_size(
         loaded, max_len, len(requests), settings.get("decode_batch")
     )
-    decoder = FastDecoder(loaded.model, max_len=max_len, batch=size)
+    try:
+        with torch.inference_mode():
+            decoder = FastDecoder(loaded.model, max_len=max_len, batch=size)
+    except Exception as error:  # noqa: BLE001 - the files fail with the reason, the job ends
+        if log:
+            log.exception("stage %s: the decoder could not be set up", settings["stage"])
+        if memory.is_out_of_memory(error):
+            release_memory(device)
+        reason = f"fast decoder for {size} sequences of {max_len} tokens: {results.one_line(error)}"
+        return files + [_failed(item, FAILED, reason) for item, *_ in requests]
     for start in range(0, len(requests), size):
         group = requests[start : start + size]
         try:
