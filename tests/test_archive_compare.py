@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import snakemake
+from conftest import TWO_JOBS, snakemake
 
 TOKEN = "hf_thisIsAFakeTokenThatMustNeverBeWritten"
 
@@ -20,7 +20,7 @@ def two_profiles(tiny_run, tmp_path) -> Path:
     workdir = tmp_path / "run"
     shutil.copytree(tiny_run.parent.parent, workdir, symlinks=True)
     snakemake(
-        workdir, "--cores", "2", "report",
+        workdir, *TWO_JOBS, "report",
         "--config", "size=tiny", "weights=synthetic", "profile=second-machine",
     )  # fmt: skip
     return workdir

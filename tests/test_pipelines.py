@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, snakemake
+from conftest import TINY, TWO_JOBS, snakemake
 from localbench.pipelines.plan import stable_batches
 from media_files import picture, write_m4a, write_speech
 
@@ -67,7 +67,7 @@ def pipeline_run(tmp_path_factory):
     # More threads than --cores gives the jobs (Snakemake sets OMP_NUM_THREADS to those).
     edit_config(workdir, lambda c: c.update(threads=3))
     make_inputs(workdir)
-    completed = snakemake(workdir, "--cores", "2", "pipelines", *TINY)
+    completed = snakemake(workdir, *TWO_JOBS, "pipelines", *TINY)
     return workdir, completed
 
 
@@ -240,13 +240,13 @@ def test_an_added_file_runs_only_its_batch(finished):
     untouched = next(n for b in new if b.id not in changed for n in b.names)
     transcript = out(finished, "voice-notes") / "transcripts" / f"{untouched}.txt"
     stamp = transcript.stat().st_mtime_ns
-    snakemake(finished, "--cores", "2", "voice-notes", *TINY)
+    snakemake(finished, *TWO_JOBS, "voice-notes", *TINY)
     assert (out(finished, "voice-notes") / "summaries" / "zebra crossing.wav.md").is_file()
     assert transcript.stat().st_mtime_ns == stamp
 
 
 def test_missing_input_folders_are_named_in_one_line(workdir):
-    completed = snakemake(workdir, "--cores", "1", "pipelines", *TINY)
+    completed = snakemake(workdir, *TWO_JOBS, "pipelines", *TINY)
     assert "voice-notes: no input files: inputs/audio/ does not exist" in completed.stdout
     report = (out(workdir, "visual-qa") / "REPORT.md").read_text()
     assert "**No input files**: inputs/vqa/ does not exist" in report
@@ -292,7 +292,7 @@ def test_a_bad_pipeline_config_stops_with_one_line(workdir):
 
 def test_a_pipeline_whose_model_is_not_configured_is_named_not_run(workdir):
     edit_config(workdir, lambda c: c["models"].pop("blip-base"))
-    completed = snakemake(workdir, "--cores", "1", "pipelines", *TINY)
+    completed = snakemake(workdir, *TWO_JOBS, "pipelines", *TINY)
     assert (
         "photo-stories: not run: pipelines.photo-stories.stages[0].model 'blip-base' is "
         "not a model configured under models"
