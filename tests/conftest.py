@@ -41,13 +41,19 @@ def workdir(tmp_path: Path) -> Path:
 
 
 TINY = ("--config", "size=tiny", "weights=synthetic", "profile=test-machine")
+# Two jobs at a time. The warm-up, benchmark and pipeline rules claim every core a run is
+# given, so that nothing runs beside a measurement (tests/test_threads.py checks the
+# claim); on tiny models nothing is measured for its own sake, and --max-threads 1 lets
+# two such jobs share this project's two cores. Torch inside a job still runs on the
+# config's `threads`, whatever the job claims.
+TWO_JOBS = ("--cores", "2", "--max-threads", "1")
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny-run")
     shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
-    snakemake(workdir, "--cores", "2", "report", *TINY)
+    snakemake(workdir, *TWO_JOBS, "report", *TINY)
     return workdir / "results" / "test-machine"
 
 

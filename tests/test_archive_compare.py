@@ -9,20 +9,28 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import snakemake
+from conftest import TWO_JOBS, snakemake
 
 TOKEN = "hf_thisIsAFakeTokenThatMustNeverBeWritten"
 
 
-@pytest.fixture
-def two_profiles(tiny_run, tmp_path) -> Path:
-    """A copy of the tiny run plus a second profile measured on the same models."""
-    workdir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def two_profile_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run plus a second profile measured on the same models, once."""
+    workdir = tmp_path_factory.mktemp("two-profiles") / "run"
     shutil.copytree(tiny_run.parent.parent, workdir, symlinks=True)
     snakemake(
-        workdir, "--cores", "2", "report",
+        workdir, *TWO_JOBS, "report",
         "--config", "size=tiny", "weights=synthetic", "profile=second-machine",
     )  # fmt: skip
+    return workdir
+
+
+@pytest.fixture
+def two_profiles(two_profile_run, tmp_path) -> Path:
+    """A private copy of the two-profile run: the tests below archive and compare in it."""
+    workdir = tmp_path / "run"
+    shutil.copytree(two_profile_run, workdir, symlinks=True)
     return workdir
 
 

@@ -27,6 +27,7 @@ from localbench.config import (
 )
 from localbench.config_files import check_config_file
 from localbench.logs import job_log
+from snakemake.cli import parse_config
 
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
 SCHEMA = load_schema()
@@ -106,9 +107,16 @@ def test_numbers_that_are_not_finite_are_refused_at_every_numeric_key(path):
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "NaN", "Infinity", "1e999"])
-def test_non_finite_numbers_from_the_command_line_are_refused(workdir, value):
+def test_non_finite_numbers_from_the_command_line_are_refused(value):
+    # Read as Snakemake's command line reads `--config key=value`, then checked as the
+    # workflow checks its config; the whole command line runs for one of them below.
+    config = {**copy.deepcopy(SHIPPED), **parse_config([f"memory_headroom_gb={value}"])}
+    assert_one_line(refusal(config), "invalid config: memory_headroom_gb: expected a finite number")
+
+
+def test_a_non_finite_number_from_the_command_line_stops_the_run(workdir):
     completed = snakemake(
-        workdir, "-n", "report", "--config", f"memory_headroom_gb={value}", check=False
+        workdir, "-n", "report", "--config", "memory_headroom_gb=nan", check=False
     )
     assert completed.returncode != 0
     output = completed.stdout + completed.stderr

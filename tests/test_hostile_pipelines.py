@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 import yaml
-from conftest import ROOT, TINY, snakemake
+from conftest import ROOT, TINY, TWO_JOBS, snakemake
 from localbench.atomic import write_text
 from localbench.pipelines import media
 from localbench.pipelines.batch import FAILED, FAILED_PREFIX, BatchItem, run_stage_batch
@@ -286,7 +286,7 @@ def hostile_run(tmp_path_factory):
     picture(3000, 20).save(images / "strip.png")
     (workdir / "inputs" / "vqa").symlink_to("vqa")
     dry = snakemake(workdir, "-n", "report", *TINY, check=False)
-    completed = snakemake(workdir, "--cores", "2", "pipelines", *TINY, check=False)
+    completed = snakemake(workdir, *TWO_JOBS, "pipelines", *TINY, check=False)
     return workdir, dry, completed, expected
 
 

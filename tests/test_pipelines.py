@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, snakemake
+from conftest import TINY, TWO_JOBS, snakemake
 from localbench.pipelines.plan import stable_batches
 from media_files import picture, write_m4a, write_speech
 
@@ -19,6 +19,8 @@ PIPELINES = ("voice-notes", "photo-stories", "visual-qa")
 GOOD_AUDIO = ["memo one.wav", "réunion.v2.flac", "walk.ogg", "call.mp3", "idea.m4a"]
 GOOD_IMAGES = ["house.jpg", "grey [1].png", "print.tiff", "anim.gif", "alpha.webp", "plain.bmp"]
 EVIL = "evil | # [x](y) *z*.wav"
+# voice-notes' seven files (GOOD_AUDIO, EVIL, broken.wav) make two batches of this size.
+BATCH_SIZE = 3
 
 
 def make_inputs(root: Path) -> None:
@@ -60,14 +62,14 @@ def edit_config(workdir: Path, change) -> None:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
-    """The three shipped pipelines run once on tiny models; voice-notes in batches of 2."""
+    """The three shipped pipelines run once on tiny models; voice-notes in batches."""
     workdir = tmp_path_factory.mktemp("pipelines")
     shutil.copy(Path(__file__).resolve().parent.parent / "config.yaml", workdir / "config.yaml")
-    edit_config(workdir, lambda c: c["pipelines"]["voice-notes"].update(batch_size=2))
+    edit_config(workdir, lambda c: c["pipelines"]["voice-notes"].update(batch_size=BATCH_SIZE))
     # More threads than --cores gives the jobs (Snakemake sets OMP_NUM_THREADS to those).
     edit_config(workdir, lambda c: c.update(threads=3))
     make_inputs(workdir)
-    completed = snakemake(workdir, "--cores", "2", "pipelines", *TINY)
+    completed = snakemake(workdir, *TWO_JOBS, "pipelines", *TINY)
     return workdir, completed
 
 
@@ -172,7 +174,7 @@ def test_model_loads_once_per_batch(pipeline_run):
     workdir, _ = pipeline_run
     batch_files = sorted((out(workdir, "voice-notes") / "batches" / "transcripts").glob("*.json"))
     names = [*GOOD_AUDIO, EVIL, "broken.wav"]
-    expected = stable_batches(names, 2)
+    expected = stable_batches(names, BATCH_SIZE)
     assert len(batch_files) == len(expected) > 1
     for path in batch_files:
         record = json.loads(path.read_text())
@@ -225,7 +227,8 @@ def test_an_added_file_runs_only_its_batch(finished):
     audio = finished / "inputs" / "audio"
     before = sorted(n for n in os.listdir(audio) if n in [*GOOD_AUDIO, EVIL, "broken.wav"])
     write_speech(audio / "zebra crossing.wav", "One more note.")
-    old, new = stable_batches(before, 2), stable_batches([*before, "zebra crossing.wav"], 2)
+    old = stable_batches(before, BATCH_SIZE)
+    new = stable_batches([*before, "zebra crossing.wav"], BATCH_SIZE)
     changed = {b.id for b in new} - {b.id for b in old} | {
         b.id for b in new for o in old if b.id == o.id and b.names != o.names
     }
@@ -240,13 +243,13 @@ def test_an_added_file_runs_only_its_batch(finished):
     untouched = next(n for b in new if b.id not in changed for n in b.names)
     transcript = out(finished, "voice-notes") / "transcripts" / f"{untouched}.txt"
     stamp = transcript.stat().st_mtime_ns
-    snakemake(finished, "--cores", "2", "voice-notes", *TINY)
+    snakemake(finished, *TWO_JOBS, "voice-notes", *TINY)
     assert (out(finished, "voice-notes") / "summaries" / "zebra crossing.wav.md").is_file()
     assert transcript.stat().st_mtime_ns == stamp
 
 
 def test_missing_input_folders_are_named_in_one_line(workdir):
-    completed = snakemake(workdir, "--cores", "1", "pipelines", *TINY)
+    completed = snakemake(workdir, *TWO_JOBS, "pipelines", *TINY)
     assert "voice-notes: no input files: inputs/audio/ does not exist" in completed.stdout
     report = (out(workdir, "visual-qa") / "REPORT.md").read_text()
     assert "**No input files**: inputs/vqa/ does not exist" in report
@@ -292,7 +295,7 @@ def test_a_bad_pipeline_config_stops_with_one_line(workdir):
 
 def test_a_pipeline_whose_model_is_not_configured_is_named_not_run(workdir):
     edit_config(workdir, lambda c: c["models"].pop("blip-base"))
-    completed = snakemake(workdir, "--cores", "1", "pipelines", *TINY)
+    completed = snakemake(workdir, *TWO_JOBS, "pipelines", *TINY)
     assert (
         "photo-stories: not run: pipelines.photo-stories.stages[0].model 'blip-base' is "
         "not a model configured under models"

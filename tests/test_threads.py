@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import psutil
@@ -11,6 +12,7 @@ from conftest import TINY, snakemake
 from localbench.compare import comparison_context, profile_rows, render_comparison
 from localbench.config import resolve_threads
 from localbench.warmup import copy_buffer_bytes
+from media_files import picture
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -58,6 +60,30 @@ def test_the_configured_threads_reach_torch_in_the_jobs(tiny_run, tmp_path):
     assert (
         json.loads((workdir / "results/test-machine/warmup.json").read_text())["torch_threads"] == 3
     )
+
+
+def claimed_threads(dry_run_output: str) -> dict[str, set[int]]:
+    """The threads each rule's jobs claim, as a dry run lists them (1 when not shown)."""
+    claims: dict[str, set[int]] = {}
+    for block in re.split(r"^(?:local)?rule ", dry_run_output, flags=re.MULTILINE)[1:]:
+        found = re.search(r"^\s+threads: (\d+)$", block, flags=re.MULTILINE)
+        claims.setdefault(block.split(":", 1)[0], set()).add(int(found[1]) if found else 1)
+    return claims
+
+
+def test_measuring_jobs_claim_every_core_and_batches_the_configured_threads(workdir):
+    """Nothing runs beside the warm-up or a benchmark: each claims every core the run is
+    given. A pipeline batch claims the config's threads. (The tests' own runs lift these
+    claims with --max-threads 1, conftest.TWO_JOBS; this is where they are checked.)"""
+    images = workdir / "inputs" / "images"
+    images.mkdir(parents=True)
+    picture().save(images / "photo.png")
+    completed = snakemake(workdir, "-n", "--cores", "4", "report", "pipelines", *TINY, "threads=3")
+    claims = claimed_threads(completed.stdout + completed.stderr)
+    assert claims["warm_up_device"] == claims["benchmark_model"] == {4}
+    assert claims["fetch_model"] == claims["detect_hardware"] == {1}
+    batches = {rule: claim for rule, claim in claims.items() if rule.startswith("run_")}
+    assert batches and set().union(*batches.values()) == {3}, batches
 
 
 def table(threads: str | None) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, snakemake
+from conftest import TINY, TWO_JOBS, snakemake
 
 SEED_MODELS = [
     "deepseek-r1-distill-qwen-1.5b",
@@ -155,7 +155,7 @@ def test_nothing_left_to_do_after_a_run(tiny_run):
 def test_models_that_do_not_fit_are_skipped_and_the_summary_still_renders(workdir):
     snakemake(
         workdir,
-        "--cores", "2", "report", *TINY, "memory_headroom_gb=100000",
+        *TWO_JOBS, "report", *TINY, "memory_headroom_gb=100000",
     )  # fmt: skip
     results = _results(workdir / "results" / "test-machine")
     for name, result in results.items():
@@ -173,7 +173,7 @@ def test_a_failing_model_does_not_cost_the_others_their_results(workdir):
         "mystery-model": {"task": "text-generation", "repo": "nobody/not-shipped"},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(workdir, "--cores", "1", "report", *TINY)
+    snakemake(workdir, *TWO_JOBS, "report", *TINY)
     results = _results(workdir / "results" / "test-machine")
     assert results["whisper-base"]["status"] == "measured"
     assert results["mystery-model"]["status"] == "failed"
