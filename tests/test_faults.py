@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import ROOT, SNAKEMAKE, TINY, TWO_JOBS, snakemake
+from conftest import ROOT, SNAKEMAKE, TINY, snakemake
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -57,33 +57,28 @@ def assert_outputs_whole(workdir: Path) -> None:
 
 # Each run is killed while a different job runs; the next run carries on from there.
 KILLS = [
-    (signal.SIGINT, "fetch_model"),  # Ctrl-C
-    (signal.SIGTERM, "benchmark_model"),  # a service manager's stop
-    (signal.SIGKILL, "render_summary"),  # the OOM killer, a power cut
+    (signal.SIGINT, f"fetch_model/{MODEL}.log"),  # Ctrl-C
+    (signal.SIGTERM, f"benchmark_model/{MODEL}/eager.log"),  # a service manager's stop
+    (signal.SIGKILL, "render_summary.log"),  # the OOM killer, a power cut
 ]
-# Its sitecustomize.py holds the job of one rule script at its start (read its docstring).
-HOLD_JOB = ROOT / "tests" / "hold_job"
 
 
-def test_killed_runs_leave_whole_outputs_and_the_next_run_finishes(workdir, tmp_path_factory):
+def test_killed_runs_leave_whole_outputs_and_the_next_run_finishes(workdir):
     one_model_config(workdir)
+    logs = workdir / "results/test-machine/logs"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf-home")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOLD_JOB), env.get("PYTHONPATH")]))
     command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
-    for signum, script in KILLS:
-        # The job is held at its start, so the signal lands while it verifiably runs,
-        # however loaded the machine: a job this short could otherwise finish (and a
-        # starved test could see the whole run finish) before the signal is sent.
-        marks = tmp_path_factory.mktemp(f"hold-{script}")
+    for signum, log in KILLS:
         run = subprocess.Popen(
             [*command, "--cores", "1", "report", *TINY],
-            env={**env, "LOCALBENCH_TEST_HOLD": f"{script}:{marks}"},
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
         )
-        wait_for((marks / "held").exists, f"{script} to start", run)
+        # The job has started (a job opens its log first).
+        wait_for((logs / log).exists, f"{log} to start", run)
         jobs = psutil.Process(run.pid).children(recursive=True)
         if signum == signal.SIGKILL:
             # Snakemake itself dies at once while its job runs on, writes its outputs and
@@ -91,9 +86,7 @@ def test_killed_runs_leave_whole_outputs_and_the_next_run_finishes(workdir, tmp_
             # its lock stays behind.
             os.kill(run.pid, signum)
         else:
-            os.killpg(run.pid, signum)  # Snakemake and its job, as a terminal would
-        run.wait()
-        (marks / "release").touch()  # the job carries on if it is still alive
+            os.killpg(run.pid, signum)
         run.communicate()
         psutil.wait_procs(jobs)
         assert_outputs_whole(workdir)
@@ -310,7 +303,7 @@ def test_hub_failures_become_rows_and_the_token_is_written_nowhere(fake_hub, tmp
     )
     command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
     run = subprocess.run(
-        [*command, *TWO_JOBS, "report", "archive"],
+        [*command, "--cores", "1", "report", "archive"],
         env=env,
         capture_output=True,
         text=True,
