@@ -38,6 +38,21 @@ def test_kernel_equals_the_float32_product(rows, dtype, with_bias):
     torch.testing.assert_close(out.float(), expected.float(), rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("outputs", [37, 40])
+def test_long_rows_of_a_decode_step_equal_the_float32_product(dtype, outputs):
+    """Rows of 4096 inputs and more are read a block of four at a time: output counts
+    that are and are not multiples of the block, an input size past the 32-value step."""
+    generator = torch.Generator().manual_seed(outputs)
+    weight = torch.randn(outputs, 4141, generator=generator).to(dtype)
+    x = torch.randn(1, 4141, generator=generator).to(dtype)
+    out = cpu_linear.kernel_linear(x, weight, None)
+    tolerance = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
+    torch.testing.assert_close(
+        out.float(), _reference(x, weight, None).float(), rtol=tolerance, atol=tolerance
+    )
+
+
 def test_products_keep_the_leading_shape_and_take_strided_weights():
     products = cpu_linear.Products(torch.bfloat16)
     generator = torch.Generator().manual_seed(0)

@@ -54,17 +54,50 @@ def test_fast_greedy_tokens_equal_eager(tiny_text_model, prompt_tokens, fuse):
 @pytest.mark.skipif(
     cpu_linear.unavailable_reason() is not None, reason="the CPU kernel is not built here"
 )
-@pytest.mark.parametrize("kernel", ["1", "0"], ids=["kernel", "pytorch"])
-def test_cpu_decoder_tokens_equal_eager(tiny_text_model, kernel, monkeypatch):
-    """Greedy tokens of the fast decoder on the CPU, through the kernel or without it,
-    equal generate()'s (float32 tiny models, prompts through both product kernels)."""
+@pytest.mark.parametrize(
+    ("kernel", "layers", "projections"),
+    [
+        ("1", None, "cpu kernel, one call per layer"),
+        ("1", False, "cpu kernel"),
+        ("0", None, "pytorch"),
+    ],
+    ids=["layers", "products", "pytorch"],
+)
+def test_cpu_decoder_tokens_equal_eager(tiny_text_model, kernel, layers, projections, monkeypatch):
+    """Greedy tokens of the fast decoder on the CPU, whole layers in C++, each product
+    through the kernel or none through it, equal generate()'s (float32 tiny models,
+    prompts through both product kernels)."""
     monkeypatch.setenv("LOCALBENCH_CPU_KERNEL", kernel)
     input_ids = prompt_ids(tiny_text_model.processor, 11)
-    decoder = FastDecoder(tiny_text_model.model, max_len=11 + 16 + 1)  # + the traced step
+    decoder = FastDecoder(tiny_text_model.model, max_len=11 + 16 + 1, cpu_layers=layers)
     details = decoder.details("host clock")
-    assert details["decode_projections"] == ("cpu kernel" if kernel == "1" else "pytorch")
+    assert details["decode_projections"] == projections
     assert decoder.generate(input_ids, 16).tokens == _eager_tokens(tiny_text_model, input_ids, 16)
-    trace_as_one_graph(decoder._decode_step)  # the kernel is one operator to the tracer
+    # The traced step (+ 1 cache position) runs the products as one operator each.
+    trace_as_one_graph(decoder._decode_step)
+
+
+@pytest.mark.skipif(
+    cpu_linear.unavailable_reason() is not None, reason="the CPU kernel is not built here"
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_decode_layer_rounds_as_the_model_does(dtype, tmp_path):
+    """In reduced precision the C++ layer rounds where the model's modules round: over a
+    whole generation its tokens equal those of the per-product path, and the last
+    layer's cached keys stay within a unit or two in the last place of that path's."""
+    folder = tmp_path / "model"
+    build_synthetic_checkpoint("Qwen/Qwen2.5-1.5B-Instruct", "tiny", folder)
+    loaded = load_model(folder, "text-generation", dtype, torch.device("cpu"))
+    input_ids = prompt_ids(loaded.processor, 9)
+    decoders = {
+        layers: FastDecoder(loaded.model, max_len=9 + 20, cpu_layers=layers)
+        for layers in (True, False)
+    }
+    runs = {layers: decoder.generate(input_ids, 20) for layers, decoder in decoders.items()}
+    assert runs[True].tokens == runs[False].tokens
+    keys = {layers: decoder.keys[-1].float() for layers, decoder in decoders.items()}
+    ulp = torch.finfo(dtype).eps
+    torch.testing.assert_close(keys[True], keys[False], rtol=4 * ulp, atol=4 * ulp)
 
 
 def _prompts(loaded, spans):

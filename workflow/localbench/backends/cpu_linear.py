@@ -14,6 +14,10 @@ and ninja; ``-march=native`` and OpenMP where the compiler takes them) and cache
 PyTorch's extensions folder, keyed by the source and the flags. Where it cannot be built the
 decoder runs PyTorch's products and records why (``unavailable_reason``).
 
+The same source holds ``decode_layer``: a whole Llama/Qwen2 layer's decode step for one
+sequence in one call (the fast decoder's CPU path), with the products above and rows of
+4096 inputs or more read four at a time.
+
 Prompts (many rows) use PyTorch's matrix products. On CPUs without native bfloat16 or
 float16 products (``native_reduced_precision``) a reduced-precision weight is converted to
 float32 a block of rows at a time and the product runs in float32: on an AVX2-only CPU

@@ -24,7 +24,13 @@ token. This decoder keeps only the work the model needs, in the spirit of gpt-fa
   (``decode_attention.py``), and each projection, the LM head included, one Triton
   matrix-vector kernel with the norm, the SiLU gate or the residual sum folded in
   (``gemv.py``). If compilation fails the uncompiled step with PyTorch attention and
-  projections is captured instead, and the result says so.
+  projections is captured instead, and the result says so;
+- on the CPU a decode step of one sequence runs each layer as one call of a C++ kernel
+  (``cpu_linear.cpp``: norm, products, rotary embedding, cache write, attention, SiLU
+  gate and residuals, rounded where the model's modules round), so a step is some thirty
+  calls instead of a thousand small PyTorch operations, and every product streams its
+  weight at the memory bandwidth; prompts and batches run the model's modules with the
+  kernel's products.
 
 It runs the model's own modules and weights (embeddings, norms, projections, MLPs, LM
 head) and only re-implements attention, the cache and the projections' grouping, so its
@@ -535,6 +541,7 @@ class FastDecoder(StaticDecoder):
         attention_kernel: bool | None = None,
         linear_kernels: bool | None = None,
         batch: int = 1,
+        cpu_layers: bool | None = None,
     ) -> None:
         ok, why = supports(model)
         if not ok:
@@ -621,6 +628,63 @@ class FastDecoder(StaticDecoder):
             self.cpu = cpu_linear.Products(self.dtype)
             self.compute_dtype = self.cpu.compute_dtype
             self.capture_s += time.perf_counter() - start
+        # On the CPU a decode step of one sequence runs each layer as one C++ call.
+        # (``cpu_layers=False``: each product through ``cpu_linear`` instead.)
+        layers_wanted = self.cpu is not None and batch == 1 and cpu_layers is not False
+        self.cpu_layers = self._cpu_layers(config) if layers_wanted else None
+        if cpu_layers and self.cpu_layers is None:
+            raise ValueError("the C++ decode layer runs one sequence of a SiLU model on the CPU")
+
+    def _cpu_layers(self, config) -> list[tuple] | None:
+        """Each layer's arguments to the C++ decode layer, or None where it cannot run the
+        model (no kernel, another activation, MLP biases)."""
+        mlp_bias = any(
+            linear.bias is not None
+            for layer in self.layers
+            for linear in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+        )
+        if not self.cpu.kernel or config.hidden_act != "silu" or mlp_bias:
+            return None
+        cos, sin = self.cos.contiguous(), self.sin.contiguous()
+        layers = []
+        for index, layer in enumerate(self.layers):
+            attention, mlp = layer.self_attn, layer.mlp
+            projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+            tensors = [
+                layer.input_layernorm.weight,
+                *(p.weight for p in projections),
+                cos,
+                sin,
+                self.keys[index],
+                self.values[index],
+                attention.o_proj.weight,
+                layer.post_attention_layernorm.weight,
+                mlp.gate_proj.weight,
+                mlp.up_proj.weight,
+                mlp.down_proj.weight,
+            ]
+            biases = [p.bias for p in (*projections, attention.o_proj)]
+            eps = (
+                layer.input_layernorm.variance_epsilon,
+                layer.post_attention_layernorm.variance_epsilon,
+            )
+            layers.append(
+                (
+                    [t.detach().contiguous() for t in tensors],
+                    [None if b is None else b.detach().contiguous() for b in biases],
+                    *eps,
+                    self.scaling[index],
+                )
+            )
+        return layers
+
+    def _cpu_decode(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """A decode step's layers, one C++ call each (``cpu_linear.cpp``)."""
+        at = int(position)
+        x = x.contiguous()
+        for tensors, biases, in_eps, post_eps, scale in self.cpu_layers:
+            self.cpu.module.decode_layer(x, tensors, biases, in_eps, post_eps, at, scale)
+        return x
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
         return self.embed(input_ids)
@@ -631,6 +695,8 @@ class FastDecoder(StaticDecoder):
         length = x.shape[1]
         if length == 1 and self.linear_kernels:
             return self._kernel_decode(x, positions)
+        if length == 1 and self.cpu_layers is not None and not torch.compiler.is_compiling():
+            return self._cpu_decode(x, positions)
         mask = self.positions[None, :] <= positions[:, None]
         causal = None
         if self.batch == 1:
@@ -754,7 +820,10 @@ class FastDecoder(StaticDecoder):
 
     def _projections(self) -> dict:
         if self.cpu and not self.linear_kernels:
-            return self.cpu.describe()
+            described = self.cpu.describe()
+            if self.cpu_layers is not None:
+                described["decode_projections"] = "cpu kernel, one call per layer"
+            return described
         return super()._projections()
 
     def _project(self, linear: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
