@@ -25,7 +25,7 @@ from localbench.device import (
     synchronize,
     use_threads,
 )
-from localbench.scenarios import SCENARIOS
+from localbench.scenarios import SCENARIOS, throughput
 
 METHOD = {
     "timer": "time.perf_counter, read only after synchronising the device (CUDA, MPS)",
@@ -60,6 +60,10 @@ def _measure(model, settings: dict, environment: dict) -> dict:
     if settings["task"] == "text-generation":
         warmup = environment.get("warmup") or {}
         bandwidth = (warmup.get("copy_bandwidth_gb_per_s") or {}).get("median")
+        if "throughput" in settings:
+            return throughput.measure(
+                model, settings["throughput"], backend=backend, bandwidth_gb_per_s=bandwidth
+            )
         return SCENARIOS["text-generation"](
             model, settings["benchmark"], backend=backend, bandwidth_gb_per_s=bandwidth
         )
