@@ -15,6 +15,7 @@ import jinja2
 
 from localbench.peers import peer_table
 from localbench.results import MEASURED, STATUS_LABELS, now_utc
+from localbench.warmup import roofline_bandwidth
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 GB = 1e9
@@ -421,9 +422,7 @@ def summary_context(
         ],
         "settings": [settings_row(r) for r in results],
         "throughput": throughput_rows(list(throughput_records)),
-        "peers": peer_table(
-            list(peer_records), rows, (warmup.get("copy_bandwidth_gb_per_s") or {}).get("median")
-        ),
+        "peers": peer_table(list(peer_records), rows, roofline_bandwidth(warmup)[0]),
     }
 
 

@@ -7,7 +7,7 @@ what each user of a shared server sees. Every batch size is measured by its own 
 
 The limit each batch size is set against: a step reads the weights once and the KV cache
 of every sequence, so B tokens per step take ``weights + B * cache`` bytes at the
-measured copy bandwidth.
+measured read bandwidth.
 """
 
 from __future__ import annotations
@@ -140,6 +140,6 @@ def batch_limit(model, settings: dict, bandwidth_gb_per_s: float, aggregate: dic
         "percent_of_limit": 100 * aggregate["median"] / tokens_per_s,
         "method": (
             "a decode step reads the weights once and the KV cache of every sequence (at "
-            "the average decode position): limit = batch * copy bandwidth / step bytes"
+            "the average decode position): limit = batch * read bandwidth / step bytes"
         ),
     }
