@@ -1,4 +1,5 @@
-# One benchmark job per model, one JSON result each.
+# One benchmark job per model and backend, one JSON result each; one throughput job per
+# model, backend and batch size.
 
 
 rule benchmark_model:
@@ -15,6 +16,23 @@ rule benchmark_model:
         "../envs/localbench.yaml"
     # Every core the run was given, so no other job runs beside a measurement; torch's
     # threads inside the job are the config's `threads`, whatever --cores says.
+    threads: workflow.cores
+    script:
+        "../workflow/scripts/benchmark_model.py"
+
+
+rule benchmark_throughput:
+    input:
+        settings=throughput_settings_file,
+        manifest=f"{MODELS_ROOT}/{{model}}/manifest.json",
+        hardware=f"{RESULTS}/hardware.json",
+        warmup=f"{RESULTS}/warmup.json",
+    output:
+        f"{RESULTS}/throughput/{{model}}/{{backend}}/batch-{{batch}}.json",
+    log:
+        f"{RESULTS}/logs/benchmark_throughput/{{model}}/{{backend}}/batch-{{batch}}.log",
+    conda:
+        "../envs/localbench.yaml"
     threads: workflow.cores
     script:
         "../workflow/scripts/benchmark_model.py"

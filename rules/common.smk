@@ -67,6 +67,7 @@ SEED_REPORT = str(
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     backend=r"eager|fast",
+    batch=r"[1-9][0-9]*",
 
 
 # One canonical settings file per job, rewritten only when its content changes: the
@@ -82,6 +83,11 @@ for _name in MODELS:
             f"{RESULTS}/settings/{_name}/{_backend}.json",
             {**_settings, "backend": _backend},
         )
+        for _batch in lbconfig.throughput_batch_sizes(config, _name):
+            lbconfig.write_if_changed(
+                f"{RESULTS}/settings/{_name}/{_backend}/throughput-{_batch}.json",
+                lbconfig.throughput_settings(config, _name, _backend, _batch),
+            )
 
 
 def fetch_settings_file(wildcards):
@@ -102,6 +108,23 @@ def result_files(wildcards=None):
         f"{RESULTS}/benchmarks/{name}/{backend}.json"
         for name in MODELS
         for backend in lbconfig.model_backends(config, name)
+    ]
+
+
+def throughput_settings_file(wildcards):
+    """The settings of one throughput point: model, backend, batch size."""
+    return lbconfig.read_path(
+        f"{RESULTS}/settings/{wildcards.model}/{wildcards.backend}/throughput-{wildcards.batch}.json"
+    )
+
+
+def throughput_files(wildcards=None):
+    """One result per throughput point (model, backend, batch size), in config order."""
+    return [
+        f"{RESULTS}/throughput/{name}/{backend}/batch-{batch}.json"
+        for name in MODELS
+        for backend in lbconfig.model_backends(config, name)
+        for batch in lbconfig.throughput_batch_sizes(config, name)
     ]
 
 

@@ -22,6 +22,8 @@ rule render_summary:
         warmup=f"{RESULTS}/warmup.json",
         # Records of peer engines run on this machine (benchmarks/llama_cpp_peer.py).
         peers=lbpeers.find_records(RESULTS),
+        # Batched decoding, one file per model, backend and batch size.
+        throughput=throughput_files(),
     output:
         summary=f"{RESULTS}/SUMMARY.md",
         chart=f"{RESULTS}/chart.svg",

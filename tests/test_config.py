@@ -57,6 +57,26 @@ def test_shipped_config_is_valid_and_lists_every_seed_model(config):
             lambda c: c["models"].update({"a/b": {"task": "text-generation", "repo": "a/b"}}),
             "does not match",
         ),
+        (
+            lambda c: c["models"]["whisper-base"].update(throughput={"batch_sizes": [1, 4]}),
+            "models.whisper-base.throughput: expected only on text-generation models",
+        ),
+        (
+            lambda c: c["models"]["qwen2.5-1.5b-instruct"].update(
+                throughput={"batch_sizes": [0, 4]}
+            ),
+            "models.qwen2.5-1.5b-instruct.throughput.batch_sizes",
+        ),
+        (
+            lambda c: c["models"]["qwen2.5-1.5b-instruct"].update(
+                throughput={"batch_sizes": [4, 4]}
+            ),
+            "models.qwen2.5-1.5b-instruct.throughput.batch_sizes",
+        ),
+        (
+            lambda c: c["models"]["qwen2.5-1.5b-instruct"].update(throughput={"new_tokens": 8}),
+            "'batch_sizes' is a required property",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(config, mutate, expected):

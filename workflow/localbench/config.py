@@ -42,6 +42,15 @@ BENCHMARK_DEFAULTS: dict[str, Any] = {
     "audio_seconds": 10.0,
 }
 
+# Defaults of a model's `throughput` block (batched decoding, text-generation models):
+# short prompts, so that the decode steps and not the prompts of large batches dominate.
+THROUGHPUT_DEFAULTS: dict[str, Any] = {
+    "prompt_tokens": 32,
+    "new_tokens": 32,
+    "warmup_runs": 1,
+    "repetitions": 3,
+}
+
 # Bounds on a config's shape, far above any real config (the shipped one holds about
 # 150 values, the deepest 5 levels down) and low enough that the schema check and its
 # messages stay small: a YAML alias "billion laughs" of a few hundred bytes expands to
@@ -200,6 +209,12 @@ def check_config(config: Any, schema: dict | None = None) -> None:
     error = jsonschema.exceptions.best_match(_Validator(schema).iter_errors(config))
     if error is not None:
         raise ConfigError(f"invalid config: {_describe(error, schema)}")
+    for name, model in config["models"].items():
+        if model.get("throughput") and model["task"] != "text-generation":
+            raise ConfigError(
+                f"invalid config: models.{name}.throughput: expected only on "
+                f"text-generation models (batched decoding), not on {model['task']}"
+            )
 
 
 # An integer is a whole number written as one: jsonschema takes 3.0 for an integer, and
@@ -301,6 +316,22 @@ def model_settings(config: dict, name: str) -> dict:
         "memory_headroom_gb": float(config.get("memory_headroom_gb", 0.5)),
         "threads": resolve_threads(config.get("threads", "auto")),
     }
+
+
+def throughput_batch_sizes(config: dict, name: str) -> list[int]:
+    """The batch sizes a model's throughput is measured at, in config order ([]: none)."""
+    block = config["models"][name].get("throughput") or {}
+    return list(block.get("batch_sizes", []))
+
+
+def throughput_settings(config: dict, name: str, backend: str, batch_size: int) -> dict:
+    """One throughput point's settings: the model's, the backend, the batch and its run
+    lengths. A point's file changes only with them, so adding a batch size measures only
+    the new point."""
+    block = {k: v for k, v in (config["models"][name].get("throughput") or {}).items()}
+    block.pop("batch_sizes", None)
+    run = {**THROUGHPUT_DEFAULTS, **block, "batch_size": batch_size}
+    return {**model_settings(config, name), "backend": backend, "throughput": run}
 
 
 def resolve_threads(threads: int | str) -> int:

@@ -4,7 +4,7 @@
 checkpoint with the same threads, prompt length and new tokens, and writes a record to
 ``results/<profile>/peers/<engine>/<model>.json``. The summary lists those records in a
 table of their own, each row labelled as a peer, beside this run's rows of the same model,
-with the peer's roofline share (the measured copy bandwidth over the GGUF file's bytes,
+with the peer's roofline share (the measured read bandwidth over the GGUF file's bytes,
 which a decode step reads once) and the ratios of our fast backend to the peer's row of
 the same weight type. A record that cannot be read is left out with one line; it never
 stops the summary.

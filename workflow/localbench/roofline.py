@@ -3,7 +3,8 @@
 Each decoded token must read every weight the step uses once, plus the KV cache up to
 its position. The input embedding table is the exception: one row is read, not the
 table (unless it is tied to the LM head, which reads it whole). Bytes per token divided
-into the device's measured copy bandwidth gives the ceiling; the measured decode rate
+into the device's measured read bandwidth gives the ceiling (the copy bandwidth for
+warm-up records made before the read bandwidth was measured); the measured decode rate
 is stated as a percentage of it.
 """
 
@@ -30,7 +31,8 @@ class Roofline:
             "method": (
                 "bytes per token = weights read per decode step (input embedding table "
                 "excluded unless tied to the LM head) + KV cache up to the average decode "
-                "position; tokens/s = measured copy bandwidth / bytes per token"
+                "position; tokens/s = measured read bandwidth (copy bandwidth in older records) "
+                "/ bytes per token"
             ),
         }
 

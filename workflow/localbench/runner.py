@@ -25,7 +25,8 @@ from localbench.device import (
     synchronize,
     use_threads,
 )
-from localbench.scenarios import SCENARIOS
+from localbench.scenarios import SCENARIOS, throughput
+from localbench.warmup import roofline_bandwidth
 
 METHOD = {
     "timer": "time.perf_counter, read only after synchronising the device (CUDA, MPS)",
@@ -58,8 +59,11 @@ def _headline_memory(device: torch.device, counters: dict, rss_runs: int) -> int
 def _measure(model, settings: dict, environment: dict) -> dict:
     backend = settings.get("backend", "eager")
     if settings["task"] == "text-generation":
-        warmup = environment.get("warmup") or {}
-        bandwidth = (warmup.get("copy_bandwidth_gb_per_s") or {}).get("median")
+        bandwidth, _kind = roofline_bandwidth(environment.get("warmup"))
+        if "throughput" in settings:
+            return throughput.measure(
+                model, settings["throughput"], backend=backend, bandwidth_gb_per_s=bandwidth
+            )
         return SCENARIOS["text-generation"](
             model, settings["benchmark"], backend=backend, bandwidth_gb_per_s=bandwidth
         )

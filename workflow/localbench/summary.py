@@ -15,6 +15,7 @@ import jinja2
 
 from localbench.peers import peer_table
 from localbench.results import MEASURED, STATUS_LABELS, now_utc
+from localbench.warmup import roofline_bandwidth
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 GB = 1e9
@@ -323,6 +324,38 @@ def recommendations(rows: list[dict]) -> list[dict]:
     return tiers
 
 
+def throughput_rows(records: list[dict]) -> list[dict]:
+    """One row per throughput point (model, backend, batch size), in the order given,
+    with the speed-up over the same model and backend at batch 1 where that was
+    measured; a point that was not measured shows its status and reason."""
+    rows = []
+    for record in records:
+        run = (record.get("settings") or {}).get("throughput") or {}
+        row = {
+            "name": record["model"],
+            "synthetic": bool(record.get("synthetic")),
+            "backend": (record.get("backend") or {}).get("used")
+            or (record.get("settings") or {}).get("backend", "eager"),
+            "batch": run.get("batch_size"),
+            "measured": record["status"] == MEASURED,
+            "status": STATUS_LABELS.get(record["status"], record["status"]),
+            "reason": record.get("reason") or "",
+        }
+        if row["measured"]:
+            row["aggregate"] = _median(record, "aggregate_tokens_per_s")
+            row["sequence"] = _median(record, "sequence_tokens_per_s")
+            row["ttft_ms"] = _median(record, "ttft_ms")
+            row["percent_of_limit"] = (record.get("limit") or {}).get("percent_of_limit")
+        rows.append(row)
+    single = {
+        (r["name"], r["backend"]): r["aggregate"] for r in rows if r["measured"] and r["batch"] == 1
+    }
+    for row in rows:
+        base = single.get((row["name"], row["backend"]))
+        row["speedup"] = row["aggregate"] / base if row["measured"] and base else None
+    return rows
+
+
 def threads_text(results: list[dict], warmup: dict) -> str:
     """The CPU threads the measurements ran on: ``2 threads``, or each count when the
     results differ (``1 thread (whisper-base), 2 threads (the others)`` is not hidden)."""
@@ -336,7 +369,11 @@ def threads_text(results: list[dict], warmup: dict) -> str:
 
 
 def summary_context(
-    results: list[dict], hardware: dict, warmup: dict, peer_records: list[dict] = ()
+    results: list[dict],
+    hardware: dict,
+    warmup: dict,
+    peer_records: list[dict] = (),
+    throughput_records: list[dict] = (),
 ) -> dict:
     """Everything the template shows, derived from this run's records (and the peer
     engines' records, each labelled as a peer's)."""
@@ -384,9 +421,8 @@ def summary_context(
             for r in measured
         ],
         "settings": [settings_row(r) for r in results],
-        "peers": peer_table(
-            list(peer_records), rows, (warmup.get("copy_bandwidth_gb_per_s") or {}).get("median")
-        ),
+        "throughput": throughput_rows(list(throughput_records)),
+        "peers": peer_table(list(peer_records), rows, roofline_bandwidth(warmup)[0]),
     }
 
 

@@ -2,7 +2,7 @@
 
 Each benchmark job runs in its own process and warms up again (its warm-up runs are
 not counted); this record says what the first touch of the device costs, and measures
-the two ceilings every later figure is judged against: memory copy bandwidth and
+the ceilings every later figure is judged against: memory copy and read bandwidth and
 matrix-multiply throughput.
 """
 
@@ -55,6 +55,28 @@ def copy_bandwidth(device: torch.device, buffer_bytes: int, repetitions: int) ->
     return Measurement.from_values([moved / s / 1e9 for s in seconds], "GB/s")
 
 
+def read_bandwidth(device: torch.device, buffer_bytes: int, repetitions: int) -> Measurement:
+    """Read bandwidth in GB/s: the sum of a buffer, which reads it once and writes
+    nothing. A decode step only reads its weights, and a read stream can run faster than
+    a copy's reads and writes together, so this is the decode roofline's ceiling."""
+    source = torch.rand(buffer_bytes // 4, device=device)
+    source.sum()
+    seconds = [_timed(device, lambda: source.sum()) for _ in range(repetitions)]
+    moved = source.numel() * source.element_size()
+    return Measurement.from_values([moved / s / 1e9 for s in seconds], "GB/s")
+
+
+def roofline_bandwidth(warmup: dict | None) -> tuple[float | None, str]:
+    """The bandwidth a roofline divides by, from a warm-up record, and which one it is:
+    the read bandwidth where it was measured, else the copy bandwidth (older records)."""
+    warmup = warmup or {}
+    for key, kind in (("read_bandwidth_gb_per_s", "read"), ("copy_bandwidth_gb_per_s", "copy")):
+        median = (warmup.get(key) or {}).get("median")
+        if median:
+            return median, kind
+    return None, "none"
+
+
 def matmul_throughput(
     device: torch.device, n: int, dtype: torch.dtype, repetitions: int
 ) -> Measurement:
@@ -85,6 +107,7 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
     first_matmul_s = _timed(device, lambda: torch.matmul(square, square))
 
     bandwidth = copy_bandwidth(device, buffer_bytes, repetitions=10 if big else 5)
+    reading = read_bandwidth(device, buffer_bytes, repetitions=10 if big else 5)
     throughput = matmul_throughput(device, n=n, dtype=dtype, repetitions=10 if big else 5)
     return {
         "device": str(device),
@@ -92,6 +115,7 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
         "init_s": init_s,
         "first_matmul_s": first_matmul_s,
         "copy_bandwidth_gb_per_s": bandwidth.to_dict(),
+        "read_bandwidth_gb_per_s": reading.to_dict(),
         "matmul_tflops": throughput.to_dict(),
         "matmul_size": n,
         "torch_threads": torch_threads,
@@ -101,6 +125,8 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
             "device initialised by its first allocation; copy bandwidth counts bytes read "
             "plus written, each of two buffers the larger of 1 GiB and 4x the last-level "
             "cache (within an eighth of the available memory), on the benchmark jobs' "
-            "threads; every timing between device synchronisations; median of the runs"
+            "threads; read bandwidth: the sum of one such buffer (bytes read; the decode "
+            "roofline's ceiling); every timing between device synchronisations; median of "
+            "the runs"
         ),
     }

@@ -19,7 +19,11 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     for line in skipped:
         log.warning("peer record left out: %s", line)
     context = summary_context(
-        load_results(inputs.results), read_json(inputs.hardware), read_json(inputs.warmup), peers
+        load_results(inputs.results),
+        read_json(inputs.hardware),
+        read_json(inputs.warmup),
+        peers,
+        load_results(inputs.throughput),
     )
     write_text(snakemake.output.chart, render_chart(context["chart_rows"]))  # noqa: F821
     write_text(snakemake.output.summary, render_summary(context))  # noqa: F821

@@ -10,9 +10,10 @@ row is converted to float32 in registers as it streams in, multiplied with up to
 ``MAX_ROWS`` input rows, accumulated in float32, split over PyTorch's intra-op threads.
 
 The kernel is compiled once per machine with PyTorch's extension builder (a C++ compiler
-and ninja; ``-march=native`` and OpenMP where the compiler takes them) and cached under
-PyTorch's extensions folder, keyed by the source and the flags. Where it cannot be built the
-decoder runs PyTorch's products and records why (``unavailable_reason``).
+and ninja; ``-march=native`` and OpenMP where the compiler takes them) and cached in
+``localbench/cpu_kernel/`` under ``$XDG_CACHE_HOME`` (default ``~/.cache``), keyed by the
+source and the flags. Where it cannot be built the decoder runs PyTorch's products and
+records why (``unavailable_reason``).
 
 The same source holds ``decode_layer``: a whole Llama/Qwen2 layer's decode step for one
 sequence in one call (the fast decoder's CPU path), with the products above and rows of
@@ -36,6 +37,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from localbench import atomic
 
 SOURCE = Path(__file__).with_name("cpu_linear.cpp")
 ROW_KERNEL_ROWS = 4  # input rows the row kernel takes (a decode step, a small batch)
@@ -75,12 +78,15 @@ def _extension():
     for cflags, ldflags in _flag_sets():
         flags = " ".join(cflags + ldflags)
         digest = hashlib.sha256(source + flags.encode()).hexdigest()[:12]
+        name = f"localbench_cpu_linear_{digest}"
         try:
+            build = _build_folder(name, source)
             module = cpp_extension.load(
-                name=f"localbench_cpu_linear_{digest}",
-                sources=[str(SOURCE)],
+                name=name,
+                sources=[str(build / SOURCE.name)],
                 extra_cflags=cflags,
                 extra_ldflags=ldflags,
+                build_directory=str(build),
                 verbose=False,
             )
         except Exception as error:  # noqa: BLE001 - compilers and builders fail in many ways
@@ -89,6 +95,19 @@ def _extension():
         built_with[:] = cflags
         return module
     return "the C++ kernel could not be built (" + "; ".join(errors) + ")"
+
+
+def _build_folder(name: str, source: bytes) -> Path:
+    """The kernel's build folder, holding its own copy of the source: every checkout of
+    the project with the same source and flags shares one build (ninja would rebuild a
+    folder whose build file names another checkout's source path)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = root / "localbench" / "cpu_kernel" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / SOURCE.name
+    if not copy.exists() or copy.read_bytes() != source:
+        atomic.write_bytes(copy, source)
+    return folder
 
 
 def _first_line(error: Exception) -> str:

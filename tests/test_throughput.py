@@ -1,0 +1,68 @@
+"""Batched decoding (the throughput scenario) through the real snakemake command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from test_reruns import planned_jobs
+
+MODEL = "qwen2.5-1.5b-instruct"
+
+
+def _points(results_dir):
+    """Throughput records keyed by (backend, batch size)."""
+    records = {}
+    for path in sorted((results_dir / "throughput" / MODEL).glob("*/batch-*.json")):
+        record = json.loads(path.read_text())
+        records[(path.parent.name, int(path.stem.split("-")[1]))] = record
+    return records
+
+
+def test_every_backend_and_batch_size_is_its_own_measured_point(tiny_run):
+    config = yaml.safe_load((tiny_run.parent.parent / "config.yaml").read_text())
+    sizes = config["models"][MODEL]["throughput"]["batch_sizes"]
+    points = _points(tiny_run)
+    assert set(points) == {(b, n) for b in ("eager", "fast") for n in sizes}
+    for (backend, batch), record in points.items():
+        assert record["status"] == "measured", record.get("reason")
+        assert record["backend"]["used"] == backend
+        assert record["inputs"]["batch_size"] == batch
+        assert record["synthetic"] is True
+        metrics = record["metrics"]
+        aggregate = metrics["aggregate_tokens_per_s"]["median"]
+        sequence = metrics["sequence_tokens_per_s"]["median"]
+        assert aggregate == pytest.approx(sequence * batch)
+        assert 0 < record["limit"]["percent_of_limit"]
+        # Every sequence of the batch got the same prompt, so the same greedy tokens,
+        # and those are what the batch of one and the other backend produced.
+        assert record["same_tokens_in_every_sequence"] is True
+        assert record["generated_token_ids"] == points[("eager", 1)]["generated_token_ids"]
+    summary = (tiny_run / "SUMMARY.md").read_text()
+    section = summary.split("### What batching buys")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith(f"| {MODEL}")]
+    assert len(rows) == len(points)
+    assert all("(synthetic)" in row for row in rows)
+
+
+def test_adding_a_batch_size_measures_only_the_new_points(tiny_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run.parent.parent, workdir, symlinks=True)
+    path = workdir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["models"][MODEL]["throughput"]["batch_sizes"].append(3)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert planned_jobs(workdir) == {
+        "benchmark_throughput": 2,  # batch 3, eager and fast; no other point
+        "render_summary": 1,
+        "report": 1,
+    }
+    # Its run lengths are the points' own settings: changing them remeasures every point
+    # of that model, and nothing else.
+    config["models"][MODEL]["throughput"]["new_tokens"] = 8
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    jobs = planned_jobs(workdir)
+    assert jobs["benchmark_throughput"] == 2 * 5
+    assert "benchmark_model" not in jobs and "fetch_model" not in jobs
