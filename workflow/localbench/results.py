@@ -23,6 +23,12 @@ STATUS_LABELS = {
     UNSUPPORTED: "not supported yet",
 }
 SCHEMA_VERSION = 1
+# The packages whose versions every result records (``environment.software``), so that a
+# comparison of two runs can name what changed between them.
+RECORDED_PACKAGES = (
+    "torch", "transformers", "huggingface-hub", "tokenizers", "safetensors", "numpy",
+    "triton", "snakemake",
+)  # fmt: skip
 
 
 def now_utc() -> str:
