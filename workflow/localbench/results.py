@@ -23,6 +23,8 @@ STATUS_LABELS = {
     UNSUPPORTED: "not supported yet",
 }
 SCHEMA_VERSION = 1
+# An energy record's status where no counter can be read (its reason beside it).
+NOT_AVAILABLE = "not available"
 # The packages whose versions every result records (``environment.software``), so that a
 # comparison of two runs can name what changed between them.
 RECORDED_PACKAGES = (

@@ -18,6 +18,7 @@ from localbench.device import (
     synchronize,
     use_threads,
 )
+from localbench.energy import warmup_energy
 from localbench.stats import Measurement
 
 
@@ -86,6 +87,9 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
 
     bandwidth = copy_bandwidth(device, buffer_bytes, repetitions=10 if big else 5)
     throughput = matmul_throughput(device, n=n, dtype=dtype, repetitions=10 if big else 5)
+    # The power the device draws while it waits, up and idle: every result's energy is
+    # stated above it. A pause of a few seconds, only where a counter can be read.
+    energy = warmup_energy(device)
     return {
         "device": str(device),
         "dtype": dtype_name,
@@ -97,10 +101,12 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
         "torch_threads": torch_threads,
         "copy_buffer_bytes": buffer_bytes,
         "last_level_cache_bytes": cache_bytes,
+        "energy": energy,
         "method": (
             "device initialised by its first allocation; copy bandwidth counts bytes read "
             "plus written, each of two buffers the larger of 1 GiB and 4x the last-level "
             "cache (within an eighth of the available memory), on the benchmark jobs' "
-            "threads; every timing between device synchronisations; median of the runs"
+            "threads; every timing between device synchronisations; median of the runs; "
+            "idle power from the energy counter over a pause after the measurements"
         ),
     }

@@ -25,7 +25,9 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         "software": software_record(),
     }
     try:
-        result = run_benchmark(settings, manifest, Path(inputs.manifest).parent, environment)
+        result = run_benchmark(
+            settings, manifest, Path(inputs.manifest).parent, environment, log=log
+        )
     except Exception as error:  # noqa: BLE001 - one model's failure must not stop the others
         log.exception("benchmark of %s failed", settings["name"])
         result = new_result(settings, FAILED, one_line(error))
