@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from localbench.timing import Run
 
 POWERCAP = Path("/sys/class/powercap")
-# Idle power is read over this long a pause in the warm-up rule: NVML's counter advances
-# in steps of tens of milliseconds, RAPL's about every millisecond.
-IDLE_SECONDS = 2.0
-# A window shorter than this is dominated by the counters' update steps.
-SHORT_WINDOW_S = 1.0
+# Idle power is read over this long a pause in the warm-up rule. NVML's counter advances
+# in steps (every 100 ms on an H200 with driver 580), RAPL's about every millisecond.
+IDLE_SECONDS = 3.0
+# Under this, a window's joules can be off by a tenth from NVML's 100 ms steps alone.
+SHORT_WINDOW_S = 2.0
 
 
 class EnergyUnavailable(Exception):
@@ -87,14 +87,18 @@ class NvmlCounter(EnergyCounter):
 
 
 def _nvml_handle(pynvml, device: torch.device):
-    """NVML's handle of the GPU torch calls ``device``: matched by PCI bus id, since
-    CUDA's numbering (CUDA_VISIBLE_DEVICES, fastest first) need not be NVML's."""
+    """NVML's handle of the GPU torch calls ``device``: matched by its UUID (else its PCI
+    bus id), since CUDA's numbering (CUDA_VISIBLE_DEVICES, fastest first) need not be
+    NVML's. Both matches were checked on an H200 (driver 580, nvidia-ml-py 13.610)."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    if uuid is not None:
+        return pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
     bus = getattr(props, "pci_bus_id", None)
     if bus is not None:
         bus_id = f"{props.pci_domain_id:08X}:{bus:02X}:{props.pci_device_id:02X}.0"
-        return pynvml.nvmlDeviceGetHandleByPciBusId_v2(bus_id)
+        return pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
     return pynvml.nvmlDeviceGetHandleByIndex(index)
 
 
@@ -280,7 +284,8 @@ class EnergyObserver(RunObserver):
         if window < SHORT_WINDOW_S:
             record["note"] = (
                 f"measured runs took {window:.2f} s, under {SHORT_WINDOW_S:.0f} s: the "
-                "counter's update steps make these figures coarse"
+                "counter's update steps (NVML: 100 ms) make these figures coarse; more "
+                "repetitions give a longer window"
             )
         return record
 

@@ -80,6 +80,10 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
     torch.ones(1, device=device)
     synchronize(device)
     init_s = time.perf_counter() - start
+    # The power the device draws while it is up and waiting, before any heavy work (a GPU
+    # stays in a higher power state for seconds after it): every result's energy is
+    # stated above it. A pause of a few seconds, only where a counter can be read.
+    energy = warmup_energy(device)
 
     n = 8192 if big else 1024
     square = torch.randn(n, n, device=device, dtype=dtype)
@@ -87,9 +91,6 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
 
     bandwidth = copy_bandwidth(device, buffer_bytes, repetitions=10 if big else 5)
     throughput = matmul_throughput(device, n=n, dtype=dtype, repetitions=10 if big else 5)
-    # The power the device draws while it waits, up and idle: every result's energy is
-    # stated above it. A pause of a few seconds, only where a counter can be read.
-    energy = warmup_energy(device)
     return {
         "device": str(device),
         "dtype": dtype_name,
@@ -107,6 +108,7 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
             "plus written, each of two buffers the larger of 1 GiB and 4x the last-level "
             "cache (within an eighth of the available memory), on the benchmark jobs' "
             "threads; every timing between device synchronisations; median of the runs; "
-            "idle power from the energy counter over a pause after the measurements"
+            "idle power from the energy counter over a pause once the device is up, "
+            "before the measurements"
         ),
     }
