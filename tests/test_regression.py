@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from localbench.aggregate import results_table
 from localbench.archive import create_archive
-from localbench.archive_reader import find_archives
+from localbench.archive_reader import MAX_READ_BYTES, MAX_READ_TOTAL_BYTES, find_archives
 from localbench.compare import (
     comparison_context,
     gather,
@@ -255,3 +255,27 @@ def test_a_bad_result_file_in_an_archive_is_listed_and_the_others_compared(tmp_p
     assert entry.path.endswith(": results/benchmarks/tiny-llm/eager.json")
     assert "metrics.decode_tokens_per_s.values" in entry.reason
     assert histories[0]["pairs"][0]["verdict"] == NO_EARLIER
+
+
+def test_result_files_read_from_one_archive_are_bounded_in_all(tmp_path, monkeypatch):
+    """Each result member under the per-member bound, together over the archive's: the
+    archive's result files are refused with that reason, its table still compared."""
+    monkeypatch.chdir(tmp_path)
+    results = Path("results") / "this-machine"
+    write_results(results, [result_record([5.0] * 6, "2026-12-01T10:00:00+00:00")])
+    padding = " " * (MAX_READ_BYTES - 20_000)
+    for index in range(MAX_READ_TOTAL_BYTES // MAX_READ_BYTES + 1):
+        record = result_record([5.0] * 6, "2026-12-01T10:00:00+00:00", model=f"m{index}")
+        path = results / "benchmarks" / f"m{index}" / "eager.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(record) + padding)
+    create_archive(results, [], Path("archive"), "this-machine", measured=1, results=1)
+    write_results(results, [result_record([5.0] * 6, "2026-12-02T10:00:00+00:00")])
+    tables = [results / "benchmarks.csv"]
+    archives = find_archives(Path("archive"))[0]
+    rows, skipped = gather(tables, archives, None)
+    assert skipped == []
+    histories, left_out = machine_histories(tables, archives, skipped)
+    [entry] = left_out
+    assert entry.reason.startswith("result files: the members read take more than 64 MiB")
+    assert histories[0]["archives"] == 0

@@ -50,8 +50,9 @@ TESTED_METRICS = {
     "multimodal": [("latency_ms", "ms per request", False)],
     "speech-recognition": [("real_time_factor", "real-time factor", False)],
 }
-# A result keeps a few samples per run; far more is not a result file this project wrote.
-MAX_SAMPLES = 100_000
+# A result keeps one sample per measured run of each tested metric; far more is not a
+# result file this project wrote.
+MAX_SAMPLES = 10_000
 # The longest setting value shown (a compile error can be long).
 SHOWN_VALUE_CHARS = 60
 
@@ -121,29 +122,28 @@ def compare_samples(
     faster = None
     if median_after != median_before:
         faster = (median_after > median_before) == higher_is_better
+    pairs = len(before) * len(after)
+    if len(set(before) | set(after)) == 1:
+        # All equal: nothing changed (SciPy's p-value is undefined without any spread).
+        u_after, p_value = pairs / 2, 1.0
+    else:
+        test = mannwhitneyu(after, before, alternative="two-sided")
+        u_after, p_value = float(test.statistic), float(test.pvalue)
+    # U of "after" counts the pairs where after wins, ties as halves: Cliff's delta,
+    # P(after > before) - P(after < before), is 2U / (n1 n2) - 1.
+    cliffs_delta = 2 * u_after / pairs - 1
     if smallest_p_value(len(before), len(after)) >= alpha:
         return ChangeTest(
             len(before), len(after), median_before, median_after, relative,
-            _cliffs_delta(before, after), None, NOT_TESTED_N, faster,
+            cliffs_delta, None, NOT_TESTED_N, faster,
         )  # fmt: skip
-    if len(set(before) | set(after)) == 1:
-        p_value = 1.0  # all equal: no test statistic varies, nothing changed
-    else:
-        p_value = float(mannwhitneyu(after, before, alternative="two-sided").pvalue)
     verdict = NO_CHANGE
     if p_value < alpha and abs(relative) >= min_relative_change:
         verdict = IMPROVEMENT if faster else REGRESSION
     return ChangeTest(
         len(before), len(after), median_before, median_after, relative,
-        _cliffs_delta(before, after), p_value, verdict, faster,
+        cliffs_delta, p_value, verdict, faster,
     )  # fmt: skip
-
-
-def _cliffs_delta(before: Sequence[float], after: Sequence[float]) -> float:
-    """P(a run after > a run before) - P(after < before): -1..1, 0 for no shift."""
-    greater = sum(1 for a in after for b in before if a > b)
-    smaller = sum(1 for a in after for b in before if a < b)
-    return (greater - smaller) / (len(after) * len(before))
 
 
 @dataclass
