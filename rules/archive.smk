@@ -19,6 +19,7 @@ rule archive:
 rule render_comparison:
     input:
         tables=existing_tables(),
+        results=existing_results(),
         archives=existing_archives(),
         seed=SEED_REPORT,
     output:

@@ -133,6 +133,19 @@ def existing_tables():
     return sorted(str(p) for p in Path("results").glob("*/benchmarks.csv"))
 
 
+def existing_results():
+    """The result files of every profile that has them now: compare sets each profile's
+    current results against its own earlier archives."""
+    return [
+        name
+        for name in sorted(
+            str(p) for p in Path("results").glob("*/benchmarks/*/*.json")
+        )
+        # As for archives below: Snakemake fails the run on such an input name.
+        if not set("{}") & set(name) and name.encode(errors="ignore").decode() == name
+    ]
+
+
 def existing_archives():
     """Every archive that may be read, including ones made on other machines: regular
     files only, none reached through a symlink (a FIFO would hang the job)."""

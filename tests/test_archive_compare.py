@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import TWO_JOBS, snakemake
 
 TOKEN = "hf_thisIsAFakeTokenThatMustNeverBeWritten"
+# The second profile measures more runs than the shipped 3: enough for compare's test to
+# reach p < 0.01 against an earlier archive.
+SECOND_REPETITIONS = 6
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +24,51 @@ def two_profile_run(tiny_run, tmp_path_factory) -> Path:
     """A copy of the tiny run plus a second profile measured on the same models, once."""
     workdir = tmp_path_factory.mktemp("two-profiles") / "run"
     shutil.copytree(tiny_run.parent.parent, workdir, symlinks=True)
+    overlay = workdir / "more-runs.yaml"
+    overlay.write_text(f"benchmark_defaults:\n  repetitions: {SECOND_REPETITIONS}\n")
     snakemake(
-        workdir, *TWO_JOBS, "report",
+        workdir, *TWO_JOBS, "report", "--configfile", str(workdir / "config.yaml"), str(overlay),
         "--config", "size=tiny", "weights=synthetic", "profile=second-machine",
     )  # fmt: skip
     return workdir
+
+
+def rewrite_archive(source: Path, target: Path, change: Callable[[str, bytes], bytes]) -> None:
+    """A copy of the archive ``source`` at ``target``, each file member's bytes passed
+    through ``change(name, data)``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(source) as old, tarfile.open(target, "w:gz") as new:
+        for member in old.getmembers():
+            data = old.extractfile(member).read() if member.isfile() else None
+            if data is not None:
+                data = change(member.name, data)
+                member.size = len(data)
+            new.addfile(member, io.BytesIO(data) if data is not None else None)
+
+
+def earlier_run(name: str, data: bytes, slower_model: str | None) -> bytes:
+    """A member of an archive as an earlier run would have left it: finished a year
+    before, with torch 2.12.0 and another commit; ``slower_model``'s eager decode runs
+    were three times as fast then as the fastest run now (so now is a regression)."""
+    if name == "ARCHIVE.txt":
+        lines = data.decode().splitlines()
+        lines = [
+            "created_at: 2025-01-01T00:00:00+00:00" if line.startswith("created_at:") else line
+            for line in lines
+        ]
+        return ("\n".join(lines) + "\n").encode()
+    if not (name.startswith("results/benchmarks/") and name.endswith(".json")):
+        return data
+    record = json.loads(data)
+    record["finished_at"] = "2025-01-01T00:00:00+00:00"
+    software = record["environment"]["software"]
+    software["packages"]["torch"] = "2.12.0"
+    software["commit"] = "0123456789abcdef0123456789abcdef01234567"
+    decode = record["metrics"].get("decode_tokens_per_s")
+    if record["model"] == slower_model and record["backend_requested"] == "eager" and decode:
+        top = max(decode["values"])
+        decode["values"] = [3 * top + 0.01 * i for i in range(len(decode["values"]))]
+    return json.dumps(record).encode()
 
 
 @pytest.fixture
@@ -61,22 +106,37 @@ def test_archive_twice_gives_two_archives_without_the_token(two_profiles, monkey
 
 
 def test_compare_lists_current_profiles_archives_and_the_seed_report(two_profiles):
-    # An archive made on another machine, dropped into archive/, is picked up.
+    # An archive made on another machine, dropped into archive/, is picked up. (With the
+    # second profile's own settings: other settings would measure it again first.)
     snakemake(
         two_profiles, "--cores", "1", "archive",
+        "--configfile", str(two_profiles / "config.yaml"), str(two_profiles / "more-runs.yaml"),
         "--config", "size=tiny", "weights=synthetic", "profile=second-machine",
     )  # fmt: skip
-    foreign = two_profiles / "archive" / "other-machine"
-    foreign.mkdir()
     source = next((two_profiles / "archive" / "second-machine").glob("*.tar.gz"))
-    with tarfile.open(source) as old, tarfile.open(foreign / "x.tar.gz", "w:gz") as new:
-        for member in old.getmembers():
-            data = old.extractfile(member).read() if member.isfile() else None
-            if member.name == "ARCHIVE.txt":
-                data = data.replace(b"second-machine", b"other-machine")
-                member.size = len(data)
-            new.addfile(member, io.BytesIO(data) if data is not None else None)
+    rewrite_archive(
+        source,
+        two_profiles / "archive" / "other-machine" / "x.tar.gz",
+        lambda name, data: (
+            data.replace(b"second-machine", b"other-machine") if name == "ARCHIVE.txt" else data
+        ),
+    )
+    # Earlier runs of both current profiles: the second one's (6 runs) with one model
+    # slower now; the first one's from 3 runs, too few to test.
+    rewrite_archive(
+        source,
+        two_profiles / "archive" / "second-machine" / "20250101T000000Z-earlier.tar.gz",
+        lambda name, data: earlier_run(name, data, "qwen2.5-1.5b-instruct"),
+    )
     snakemake(
+        two_profiles, "--cores", "1", "archive",
+        "--config", "size=tiny", "weights=synthetic", "profile=test-machine",
+    )  # fmt: skip
+    [made] = (two_profiles / "archive" / "test-machine").glob("*.tar.gz")
+    earlier = made.with_name("20250101T000000Z-earlier.tar.gz")
+    rewrite_archive(made, earlier, lambda name, data: earlier_run(name, data, None))
+    made.unlink()
+    completed = snakemake(
         two_profiles, "--cores", "1", "compare",
         "--config", "size=tiny", "weights=synthetic", "profile=test-machine",
         "compare_baseline=test-machine",
@@ -88,3 +148,24 @@ def test_compare_lists_current_profiles_archives_and_the_seed_report(two_profile
     assert "Skipped archives" not in comparison
     row = next(line for line in comparison.splitlines() if line.startswith("| whisper-base |"))
     assert "1.00x" in row  # the baseline against itself
+
+    # Each current profile against its own earlier run.
+    history = comparison.split("## Changes on one machine", 1)[1]
+    second = history.split("### second-machine", 1)[1].split("###", 1)[0]
+    slower = next(line for line in second.splitlines() if line.startswith(
+        "| qwen2.5-1.5b-instruct | eager | decode tokens/s |"
+    ))  # fmt: skip
+    assert "**regression**" in slower and "(slower)" in slower
+    assert f"({SECOND_REPETITIONS}) |" in slower  # runs on each side
+    steady = next(line for line in second.splitlines() if line.startswith(
+        "| whisper-base | eager | real-time factor |"
+    ))  # fmt: skip
+    assert steady.endswith("| no significant change |")
+    assert "torch 2.12.0 → " in second and "project commit 0123456789abcdef" in second
+    assert "20250101T000000Z-earlier.tar.gz" in second
+    first = history.split("### test-machine", 1)[1].split("###", 1)[0]
+    rows = [line for line in first.splitlines() if line.startswith("| qwen2.5-1.5b-instruct |")]
+    assert rows and all(line.endswith("| not tested (n too small) |") for line in rows)
+    assert "regression(s)" in completed.stderr
+    assert "second-machine qwen2.5-1.5b-instruct (eager) decode tokens/s" in completed.stderr
+    assert "Skipped archives" not in comparison

@@ -185,6 +185,24 @@ def test_model_loads_once_per_batch(pipeline_run):
         )
 
 
+def test_stage_logs_count_the_files_done(pipeline_run):
+    workdir, _ = pipeline_run
+    logs = workdir / "results" / "test-machine" / "logs" / "pipelines" / "voice-notes"
+    for stage in ("transcripts", "summaries"):
+        assert list((logs / stage).glob("*.log")), stage
+        for path in (logs / stage).glob("*.log"):
+            record = json.loads(
+                (out(workdir, "voice-notes") / "batches" / stage / f"{path.stem}.json").read_text()
+            )
+            total = len(record["files"])
+            lines = [line for line in path.read_text().splitlines() if ": file " in line]
+            assert lines, path
+            assert lines[-1].startswith(
+                f"voice-notes/{stage} batch {path.stem}: file {total} of {total} "
+            )
+            assert "files/s so far" in lines[-1]
+
+
 def test_visual_qa_reads_sidecar_questions_or_the_defaults(pipeline_run):
     workdir, _ = pipeline_run
     answers = records(workdir, "visual-qa", "answers")

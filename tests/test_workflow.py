@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import TINY, TWO_JOBS, snakemake
+from localbench.summary import md
 
 SEED_MODELS = [
     "deepseek-r1-distill-qwen-1.5b",
@@ -144,6 +146,47 @@ def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
     assert f"{qwen['metrics']['decode_tokens_per_s']['median']:.1f}" in summary
     chart = (tiny_run / "chart.svg").read_text()
     assert chart.startswith("<svg") and "qwen2.5-1.5b-instruct (eager) (synthetic)" in chart
+
+
+def test_energy_is_measured_or_not_available_with_its_reason(tiny_run):
+    """On this project's VM no counter can be read: every result and the summary say
+    so, with the reason; where one can, every measured result has its joules."""
+    from localbench.energy import EnergyUnavailable, energy_counter
+
+    try:
+        energy_counter(torch.device("cpu"))
+        reason = None
+    except EnergyUnavailable as error:
+        reason = str(error)
+    warmup = json.loads((tiny_run / "warmup.json").read_text())
+    summary = (tiny_run / "SUMMARY.md").read_text()
+    for backend in ("eager", "fast"):
+        for name, result in _results(tiny_run, backend).items():
+            energy = result["energy"]
+            if reason is None:
+                assert energy["status"] == "measured" and energy["joules"] >= 0, name
+            else:
+                assert energy == {"status": "not available", "reason": reason}, name
+    if reason is not None:
+        assert warmup["energy"] == {"status": "not available", "reason": reason}
+        assert f"Energy: not available: {md(reason)}." in summary
+    else:
+        assert warmup["energy"]["idle_watts"] >= 0 and "Joules per token" in summary
+
+
+def test_benchmark_logs_show_each_run_with_the_speed_so_far(tiny_run):
+    bench = _results(tiny_run)["qwen2.5-1.5b-instruct"]["settings"]["benchmark"]
+    for backend in ("eager", "fast"):
+        log = tiny_run / "logs" / "benchmark_model" / "qwen2.5-1.5b-instruct" / f"{backend}.log"
+        lines = [line for line in log.read_text().splitlines() if " run " in line]
+        label = f"qwen2.5-1.5b-instruct ({backend})"
+        assert lines[0].startswith(f"{label}: warm-up run 1 of {bench['warmup_runs']}: ")
+        measured = lines[bench["warmup_runs"] :]
+        assert len(measured) == bench["repetitions"]
+        for index, line in enumerate(measured, start=1):
+            assert line.startswith(f"{label}: run {index} of {bench['repetitions']}: ")
+            assert "tokens/s" in line and "median so far" in line
+            assert "\r" not in line
 
 
 def test_nothing_left_to_do_after_a_run(tiny_run):

@@ -18,18 +18,21 @@ import errno
 import gzip
 import io
 import os
+import re
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 ARCHIVE_SUFFIX = ".tar.gz"
 INFO_MEMBER = "ARCHIVE.txt"
 TABLE_MEMBER = "results/benchmarks.csv"
+# One result file per model and backend: results/benchmarks/<model>/<backend>.json.
+RESULT_MEMBER = re.compile(r"results/benchmarks/[^/]+/[^/]+\.json")
 # The members read are a few kilobytes (one CSV row per model and backend); 4 MiB
 # leaves room for hundreds of models and still keeps a hostile member out of memory.
 MAX_READ_BYTES = 4 * 2**20
@@ -37,6 +40,9 @@ MAX_READ_BYTES = 4 * 2**20
 # and bounds the time spent decompressing a hostile one.
 MAX_UNPACKED_BYTES = 2**30
 MAX_MEMBERS = 100_000
+# All the members read from one archive together: its result files with their raw
+# samples are a few megabytes at most for a real profile.
+MAX_READ_TOTAL_BYTES = 64 * 2**20
 # The longest name shown in a reason: a tar member name can be megabytes long.
 SHOWN_CHARS = 80
 
@@ -61,6 +67,8 @@ class ArchivedTable:
     profile: str
     created_at: dt.datetime
     table: bytes
+    # The result files by member name, when they were asked for (``read_archive``).
+    results: dict[str, bytes] = field(default_factory=dict)
 
 
 def shown(text: str) -> str:
@@ -227,10 +235,15 @@ def check_member(member: tarfile.TarInfo) -> str:
     return PurePosixPath(name).as_posix()
 
 
-def wanted_members(archive: tarfile.TarFile, wanted: set[str]) -> dict[str, bytes]:
-    """The bytes of the ``wanted`` members, every member checked on the way; the walk
-    stops at the first refusal, so nothing after a bad member is read."""
+def wanted_members(
+    archive: tarfile.TarFile, wanted: set[str] | Callable[[str], bool]
+) -> dict[str, bytes]:
+    """The bytes of the ``wanted`` members (a set of names, or a test of a name), every
+    member checked on the way; the walk stops at the first refusal, so nothing after a
+    bad member is read. Together they are at most :data:`MAX_READ_TOTAL_BYTES`."""
+    is_wanted = wanted if callable(wanted) else wanted.__contains__
     found: dict[str, bytes] = {}
+    total = 0
     last = None
     for count, member in enumerate(archive, start=1):
         if count > MAX_MEMBERS:
@@ -241,7 +254,7 @@ def wanted_members(archive: tarfile.TarFile, wanted: set[str]) -> dict[str, byte
                 f"member {shown(name)} of {size_label(member.size)} takes the archive past "
                 f"{size_label(MAX_UNPACKED_BYTES)} unpacked"
             )
-        if name in wanted:
+        if is_wanted(name):
             if name in found:
                 raise ArchiveRefused(f"holds {name} twice")
             if not member.isfile():
@@ -250,6 +263,12 @@ def wanted_members(archive: tarfile.TarFile, wanted: set[str]) -> dict[str, byte
                 raise ArchiveRefused(
                     f"{name} is {size_label(member.size)}, over the "
                     f"{size_label(MAX_READ_BYTES)} a member that is read may have"
+                )
+            total += member.size
+            if total > MAX_READ_TOTAL_BYTES:
+                raise ArchiveRefused(
+                    f"the members read take more than {size_label(MAX_READ_TOTAL_BYTES)} "
+                    f"(at {shown(name)})"
                 )
             found[name] = archive.extractfile(member).read(member.size)
         last = name
@@ -270,7 +289,7 @@ def check_end(archive: tarfile.TarFile, last: str | None) -> None:
         raise ArchiveRefused(f"corrupt tar data {after} (an invalid header)")
 
 
-def read_members(handle: BinaryIO, wanted: set[str]) -> dict[str, bytes]:
+def read_members(handle: BinaryIO, wanted: set[str] | Callable[[str], bool]) -> dict[str, bytes]:
     """The ``wanted`` members of a ``.tar.gz`` read from ``handle``, every member checked;
     every failure is an :class:`ArchiveRefused` that says what is wrong."""
     try:
@@ -326,18 +345,24 @@ def parse_created_at(text: str | None) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def read_archive(path: Path) -> ArchivedTable:
-    """The profile, creation time and ``results/benchmarks.csv`` bytes of one archive.
+def read_archive(path: Path, with_results: bool = False) -> ArchivedTable:
+    """The profile, creation time and ``results/benchmarks.csv`` bytes of one archive,
+    and with ``with_results`` its result files (``results/benchmarks/<model>/<backend>.json``).
 
     The profile is the folder the archive sits in; an ``ARCHIVE.txt`` naming another one
     refuses the archive, so an archive dropped into ``archive/other/`` can never stand in
     for ``victim``'s figures. Raises :class:`ArchiveRefused` with the one reason.
     """
     profile = path.parent.name
+    names = {INFO_MEMBER, TABLE_MEMBER}
+
+    def wanted(name: str) -> bool:
+        return name in names or (with_results and RESULT_MEMBER.fullmatch(name) is not None)
+
     with open_regular(path) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             raise ArchiveRefused("an empty file")
-        members = read_members(handle, {INFO_MEMBER, TABLE_MEMBER})
+        members = read_members(handle, wanted)
     if INFO_MEMBER not in members:
         raise ArchiveRefused(f"holds no {INFO_MEMBER}")
     fields = parse_info(members[INFO_MEMBER])
@@ -352,4 +377,5 @@ def read_archive(path: Path) -> ArchivedTable:
     created_at = parse_created_at(fields.get("created_at"))
     if TABLE_MEMBER not in members:
         raise ArchiveRefused(f"holds no {TABLE_MEMBER}")
-    return ArchivedTable(path, profile, created_at, members[TABLE_MEMBER])
+    results = {name: data for name, data in members.items() if name not in names}
+    return ArchivedTable(path, profile, created_at, members[TABLE_MEMBER], results)

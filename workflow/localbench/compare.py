@@ -1,10 +1,17 @@
-"""Compare machines: one row per model, one column group per profile, ratios to a baseline.
+"""Compare machines, and one machine with its own past.
 
+Across machines: one row per model, one column group per profile, ratios to a baseline.
 Profiles come from current results (``results/<profile>/benchmarks.csv``), from archives
 (``archive/<profile>/*.tar.gz``, the newest per profile folder, whoever made it) and from
-the seed report's transcribed M4 figures. A table or archive that cannot be compared is
-left out with its reason (``skipped``); the others are compared as usual. Each task has
-one speed metric; ratios are stated so that above 1 means faster than the baseline.
+the seed report's transcribed M4 figures. Each task has one speed metric; ratios are
+stated so that above 1 means faster than the baseline.
+
+On one machine (:func:`machine_histories`): a profile's current results against its own
+earlier archives, each model and backend against its newest earlier measurement, tested
+on the raw samples (:mod:`localbench.regression`), with what changed between the runs.
+
+A table, archive or result file that cannot be compared is left out with its reason
+(``skipped``); the others are compared as usual.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import csv
 import io
 import logging
 import math
+import re
 from pathlib import Path
 
 from localbench.archive_reader import (
@@ -23,6 +31,21 @@ from localbench.archive_reader import (
     read_archive,
     read_bounded,
     shown,
+)
+from localbench.regression import (
+    ALPHA,
+    MIN_RELATIVE_CHANGE,
+    NO_EARLIER,
+    NOT_TESTED_SAMPLES,
+    REGRESSION,
+    TESTED_METRICS,
+    BadResult,
+    ComparedResult,
+    compare_samples,
+    differences,
+    median,
+    min_runs_each,
+    parse_result,
 )
 from localbench.summary import template_environment
 
@@ -36,6 +59,10 @@ SPEED = {
     "speech-recognition": ("real_time_factor", "real-time factor", False),
 }
 TABLE_COLUMNS = ("model", "task", "status")
+# The names a current table may use to point at its result files
+# (results/<profile>/benchmarks/<model>/<backend>.json): the workflow's own patterns.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+BACKENDS = ("eager", "fast")
 # A profile's table has one row per model and backend; far more is not a results table.
 MAX_TABLE_ROWS = 10_000
 
@@ -155,7 +182,7 @@ def archived_rows(path: Path) -> tuple[ArchivedTable, list[dict]]:
 def skip_reason(error: Exception, path: Path) -> str:
     """Why ``path`` is left out, in one line: a refusal's own words; for a failure nobody
     foresaw, its type and message (the traceback goes to the log)."""
-    if isinstance(error, ArchiveRefused | BadTable):
+    if isinstance(error, ArchiveRefused | BadTable | BadResult):
         return str(error)
     log.error("%s could not be read", path, exc_info=error)
     return f"could not be read ({type(error).__name__}: {shown(str(error))})"
@@ -201,11 +228,140 @@ def gather(
     return rows, skipped
 
 
+def _current_results(table: Path, skipped: list[SkippedArchive]) -> list[ComparedResult]:
+    """The measured results a current table lists, read from their result files; a file
+    that cannot be used is added to ``skipped`` with the key at fault."""
+    profile = table.parent.name
+    try:
+        rows = profile_rows(read_bounded(table), profile, f"results/{profile}")
+    except Exception:  # noqa: BLE001 - gather() has listed this table with its reason
+        return []
+    found = []
+    for row in rows:
+        if not MODEL_NAME.fullmatch(row["model"]) or row["backend"] not in BACKENDS:
+            continue  # not a name the workflow writes: no path is made of it
+        path = table.parent / "benchmarks" / row["model"] / f"{row['backend']}.json"
+        try:
+            result = parse_result(read_bounded(path), str(path))
+        except Exception as error:  # this result's failure alone
+            skipped.append(SkippedArchive(str(path), skip_reason(error, path)))
+            continue
+        if result is not None:
+            found.append(result)
+    return found
+
+
+def _archived_results(
+    profile: str, archives: list[Path], left_out: set[str], skipped: list[SkippedArchive]
+) -> tuple[int, dict[tuple[str, str], list[ComparedResult]]]:
+    """How many of ``profile``'s archives were read, and their measured results by
+    (model, backend), oldest measurement first, each measurement once (the same run
+    archived twice counts once)."""
+    by_key: dict[tuple[str, str], dict[object, ComparedResult]] = {}
+    read = 0
+    for path in archives:
+        if path.parent.name != profile or str(path) in left_out:
+            continue
+        try:
+            archived = read_archive(path, with_results=True)
+        except Exception as error:  # this archive's failure alone
+            skipped.append(SkippedArchive(str(path), f"result files: {skip_reason(error, path)}"))
+            continue
+        read += 1
+        for name, data in sorted(archived.results.items()):
+            source = f"{path}: {name}"
+            try:
+                result = parse_result(data, source)
+            except Exception as error:  # this result's failure alone
+                skipped.append(SkippedArchive(source, skip_reason(error, path)))
+                continue
+            if result is not None:
+                runs = by_key.setdefault((result.model, result.backend), {})
+                runs.setdefault(result.finished_at, result)
+    ordered = {
+        key: sorted(runs.values(), key=lambda r: r.finished_at) for key, runs in by_key.items()
+    }
+    return read, ordered
+
+
+def _against_earlier(now: ComparedResult, earlier: list[ComparedResult]) -> dict:
+    """One model and backend now against its newest earlier measurement: a test per
+    metric, the earlier medians oldest first, and what changed between the two runs."""
+    before = [r for r in earlier if r.finished_at < now.finished_at]
+    pair = {
+        "model": now.model,
+        "backend": now.backend,
+        "now_finished_at": now.finished_at.isoformat(timespec="seconds"),
+        "baseline": None,
+        "metrics": [],
+        "changes": [],
+    }
+    if not before:
+        pair["verdict"] = NO_EARLIER
+        return pair
+    baseline = before[-1]
+    pair["baseline"] = baseline.source
+    pair["baseline_finished_at"] = baseline.finished_at.isoformat(timespec="seconds")
+    pair["changes"] = differences(baseline.setup, now.setup)
+    for metric, words, higher in TESTED_METRICS[now.task]:
+        old, new = baseline.samples.get(metric), now.samples.get(metric)
+        pair["metrics"].append(
+            {
+                "metric": metric,
+                "words": words,
+                "test": compare_samples(old, new, higher) if old and new else None,
+                "verdict": NOT_TESTED_SAMPLES if not (old and new) else None,
+                "earlier_medians": [
+                    median(r.samples[metric]) for r in before if metric in r.samples
+                ],
+            }
+        )
+    return pair
+
+
+def machine_histories(
+    tables: list[Path], archives: list[Path], skipped: list[SkippedArchive] = ()
+) -> tuple[list[dict], list[SkippedArchive]]:
+    """For every profile with current results: each measured model and backend against
+    its newest earlier measurement in the profile's own archives, and every result file
+    left out, with why. ``skipped`` are the tables and archives :func:`gather` left out
+    (already listed, not read again)."""
+    left_out = {entry.path for entry in skipped}
+    problems: list[SkippedArchive] = []
+    histories = []
+    for table in tables:
+        if str(table) in left_out:
+            continue
+        profile = table.parent.name
+        current = _current_results(table, problems)
+        read, earlier = _archived_results(profile, archives, left_out, problems)
+        pairs = [
+            _against_earlier(now, earlier.get((now.model, now.backend), [])) for now in current
+        ]
+        histories.append({"profile": profile, "archives": read, "pairs": pairs})
+    return histories, problems
+
+
+def regressions(histories: list[dict]) -> list[str]:
+    """``profile model (backend) metric`` for every change flagged as a regression."""
+    return [
+        f"{history['profile']} {pair['model']} ({pair['backend']}) {line['words']}"
+        for history in histories
+        for pair in history["pairs"]
+        for line in pair["metrics"]
+        if line["test"] is not None and line["test"].verdict == REGRESSION
+    ]
+
+
 def comparison_context(
-    rows: list[dict], baseline: str | None, skipped: list[SkippedArchive] = ()
+    rows: list[dict],
+    baseline: str | None,
+    skipped: list[SkippedArchive] = (),
+    histories: list[dict] = (),
 ) -> dict:
-    """Profiles, sources and one line per (model, backend) with values and ratios; the
-    archives and tables left out, by path."""
+    """Profiles, sources and one line per (model, backend) with values and ratios; each
+    current profile against its own earlier archives; the archives, tables and result
+    files left out, by path."""
     profiles = list(dict.fromkeys(r["profile"] for r in rows))
     if not baseline or baseline not in profiles:
         baseline = profiles[0] if profiles else None
@@ -243,6 +399,10 @@ def comparison_context(
         "lines": lines,
         "sources": sources,
         "skipped": sorted(skipped, key=lambda s: s.path),
+        "histories": list(histories),
+        "alpha": ALPHA,
+        "min_change_percent": 100 * MIN_RELATIVE_CHANGE,
+        "min_runs": min_runs_each(ALPHA),
     }
 
 
@@ -257,8 +417,16 @@ def number(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def p_value(value: float | None) -> str:
+    """A p-value as read in a table: ``0.0043``, ``< 0.0001``; ``n/a`` when not tested."""
+    if value is None:
+        return "n/a"
+    return "< 0.0001" if value < 1e-4 else f"{value:.2g}"
+
+
 def render_comparison(context: dict) -> str:
     """Render COMPARISON.md."""
     environment = template_environment()
     environment.filters["number"] = number
+    environment.filters["p_value"] = p_value
     return environment.get_template("comparison.md.j2").render(**context)

@@ -14,13 +14,17 @@ import shutil
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import psutil
 import torch
 
 from localbench.device import last_level_cache_bytes, resolve_device
+from localbench.results import RECORDED_PACKAGES
 
 GIB = 1024**3
+# The project's checkout: its git commit is recorded with every result.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _first_line_of(command: list[str]) -> str | None:
@@ -59,6 +63,34 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def project_commit(root: Path = PROJECT_ROOT) -> str | None:
+    """The project's git commit, with ``-dirty`` when tracked files differ from it; None
+    outside a git checkout or without git."""
+    commit = _first_line_of(["git", "-C", str(root), "rev-parse", "HEAD"])
+    if commit is None:
+        return None
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return commit
+    return f"{commit}-dirty" if status.returncode == 0 and status.stdout.strip() else commit
+
+
+def software_record() -> dict:
+    """The software a job runs with, read in that job: Python, the versions of
+    :data:`RECORDED_PACKAGES` (None when not installed), torch's CUDA and the project's
+    commit. hardware.json is written once per profile; this is current for every result."""
+    return {
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in RECORDED_PACKAGES},
+        "torch_cuda": torch.version.cuda,
+        "commit": project_commit(),
+    }
 
 
 def slugify(text: str) -> str:

@@ -23,6 +23,14 @@ STATUS_LABELS = {
     UNSUPPORTED: "not supported yet",
 }
 SCHEMA_VERSION = 1
+# An energy record's status where no counter can be read (its reason beside it).
+NOT_AVAILABLE = "not available"
+# The packages whose versions every result records (``environment.software``), so that a
+# comparison of two runs can name what changed between them.
+RECORDED_PACKAGES = (
+    "torch", "transformers", "huggingface-hub", "tokenizers", "safetensors", "numpy",
+    "triton", "snakemake",
+)  # fmt: skip
 
 
 def now_utc() -> str:

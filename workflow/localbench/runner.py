@@ -25,6 +25,9 @@ from localbench.device import (
     synchronize,
     use_threads,
 )
+from localbench.energy import measured_energy_observer
+from localbench.observers import Observers, RunObserver
+from localbench.progress import RunProgress
 from localbench.scenarios import SCENARIOS, throughput
 from localbench.warmup import roofline_bandwidth
 
@@ -45,6 +48,11 @@ METHOD = {
         "the measured runs, and over the whole process life"
     ),
     "load": "from_pretrained of the safetensors checkpoint, moved to the device, synchronised",
+    "energy": (
+        "CUDA: NVML board energy; Linux CPU: RAPL packages and DRAM; read when the measured "
+        "runs start, after each and at the end, never inside a run; per token and per "
+        "request above the idle power the warm-up rule measured"
+    ),
 }
 
 
@@ -56,22 +64,32 @@ def _headline_memory(device: torch.device, counters: dict, rss_runs: int) -> int
     return rss_runs
 
 
-def _measure(model, settings: dict, environment: dict) -> dict:
+def _measure(model, settings: dict, environment: dict, observer: RunObserver) -> dict:
     backend = settings.get("backend", "eager")
     if settings["task"] == "text-generation":
         bandwidth, _kind = roofline_bandwidth(environment.get("warmup"))
         if "throughput" in settings:
             return throughput.measure(
-                model, settings["throughput"], backend=backend, bandwidth_gb_per_s=bandwidth
+                model,
+                settings["throughput"],
+                backend=backend,
+                bandwidth_gb_per_s=bandwidth,
+                observer=observer,
             )
         return SCENARIOS["text-generation"](
-            model, settings["benchmark"], backend=backend, bandwidth_gb_per_s=bandwidth
-        )
-    return SCENARIOS[settings["task"]](model, settings["benchmark"], backend=backend)
+            model, settings["benchmark"], backend=backend, bandwidth_gb_per_s=bandwidth,
+            observer=observer,
+        )  # fmt: skip
+    return SCENARIOS[settings["task"]](
+        model, settings["benchmark"], backend=backend, observer=observer
+    )
 
 
-def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: dict) -> dict:
-    """Benchmark one model as ``settings`` say; never raises for model-level problems."""
+def run_benchmark(
+    settings: dict, manifest: dict, model_dir: Path, environment: dict, log=None
+) -> dict:
+    """Benchmark one model as ``settings`` say; never raises for model-level problems.
+    Progress goes to ``log`` (one line per run) and, on a terminal, a bar."""
     if manifest.get("status") != "ready":
         result = results.new_result(settings, manifest["status"], manifest.get("reason"))
         result["manifest"] = manifest
@@ -119,10 +137,15 @@ def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: 
         synchronize(device)
         load_s = time.perf_counter() - start
 
+        backend = settings.get("backend", "eager")
+        progress = RunProgress(f"{settings['name']} ({backend})", log)
+        energy, energy_record = measured_energy_observer(
+            device, (environment.get("warmup") or {}).get("energy")
+        )
         reset_peak_memory(device)
         with RssSampler() as rss:
             with torch.inference_mode():
-                measured = _measure(model, settings, environment)
+                measured = _measure(model, settings, environment, Observers(energy, progress))
         counters = device_memory_bytes(device)
         memory_record = {
             **counters,
@@ -133,6 +156,7 @@ def run_benchmark(settings: dict, manifest: dict, model_dir: Path, environment: 
         result = {**results.new_result(settings, results.MEASURED), **base}
         result["metrics"] = {"load_s": load_s, **measured.pop("metrics")}
         result["memory"] = memory_record
+        result["energy"] = energy.record() if energy is not None else energy_record
         result.update(measured)
         return result
     except Exception as error:  # noqa: BLE001 - any model-level failure becomes a row

@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 
 from localbench.peers import peer_table
-from localbench.results import MEASURED, STATUS_LABELS, now_utc
+from localbench.results import MEASURED, NOT_AVAILABLE, STATUS_LABELS, now_utc
 from localbench.warmup import roofline_bandwidth
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -368,6 +368,27 @@ def threads_text(results: list[dict], warmup: dict) -> str:
     return words[0] if len(words) == 1 else " or ".join(words) + " (per model below)"
 
 
+def energy_summary(results: list[dict]) -> dict:
+    """The energy of the measured results: a row per result with a counter reading, and
+    the reasons where none could be read (usually one, for the whole machine)."""
+    rows, reasons = [], []
+    for result in results:
+        energy = result.get("energy") if result["status"] == MEASURED else None
+        if not isinstance(energy, dict):
+            continue  # not measured, or written before energy was recorded
+        if energy.get("status") == NOT_AVAILABLE:
+            reasons.append(energy.get("reason") or "no reason recorded")
+        elif energy.get("status") == MEASURED:
+            rows.append(
+                {
+                    "name": result["model"],
+                    "backend": result.get("backend_requested", "eager"),
+                    **energy,
+                }
+            )
+    return {"rows": rows, "reasons": list(dict.fromkeys(reasons)), "status": NOT_AVAILABLE}
+
+
 def summary_context(
     results: list[dict],
     hardware: dict,
@@ -422,6 +443,7 @@ def summary_context(
         ],
         "settings": [settings_row(r) for r in results],
         "throughput": throughput_rows(list(throughput_records)),
+        "energy": energy_summary(results),
         "peers": peer_table(list(peer_records), rows, roofline_bandwidth(warmup)[0]),
     }
 

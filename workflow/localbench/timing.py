@@ -17,6 +17,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from localbench.device import synchronize
+from localbench.observers import RunObserver
 
 
 class TokenClock(StoppingCriteria):
@@ -79,11 +80,25 @@ def timed_generate(device: torch.device, generate: Callable[[StoppingCriteriaLis
     return Run.from_stamps(start, clock.times, end, output=output)
 
 
-def repeat(run_once: Callable[[], Run], warmup_runs: int, repetitions: int) -> list[Run]:
-    """``warmup_runs`` uncounted calls, then ``repetitions`` measured ones."""
-    for _ in range(warmup_runs):
-        run_once()
-    return [run_once() for _ in range(repetitions)]
+def repeat(
+    run_once: Callable[[], Run],
+    warmup_runs: int,
+    repetitions: int,
+    observer: RunObserver | None = None,
+) -> list[Run]:
+    """``warmup_runs`` uncounted calls, then ``repetitions`` measured ones; ``observer``
+    hears of each between runs."""
+    observer = observer or RunObserver()
+    observer.runs_started(warmup_runs, repetitions)
+    for index in range(warmup_runs):
+        observer.run_finished(run_once(), index, measured=False)
+    observer.measured_started()
+    runs = []
+    for index in range(repetitions):
+        runs.append(run_once())
+        observer.run_finished(runs[-1], index, measured=True)
+    observer.measured_finished()
+    return runs
 
 
 # Pure greedy decoding in every generate() call of the project: one token per step, the

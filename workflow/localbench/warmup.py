@@ -18,6 +18,7 @@ from localbench.device import (
     synchronize,
     use_threads,
 )
+from localbench.energy import warmup_energy
 from localbench.stats import Measurement
 
 
@@ -101,6 +102,10 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
     torch.ones(1, device=device)
     synchronize(device)
     init_s = time.perf_counter() - start
+    # The power the device draws while it is up and waiting, before any heavy work (a GPU
+    # stays in a higher power state for seconds after it): every result's energy is
+    # stated above it. A pause of a few seconds, only where a counter can be read.
+    energy = warmup_energy(device)
 
     n = 8192 if big else 1024
     square = torch.randn(n, n, device=device, dtype=dtype)
@@ -121,12 +126,14 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
         "torch_threads": torch_threads,
         "copy_buffer_bytes": buffer_bytes,
         "last_level_cache_bytes": cache_bytes,
+        "energy": energy,
         "method": (
             "device initialised by its first allocation; copy bandwidth counts bytes read "
             "plus written, each of two buffers the larger of 1 GiB and 4x the last-level "
             "cache (within an eighth of the available memory), on the benchmark jobs' "
             "threads; read bandwidth: the sum of one such buffer (bytes read; the decode "
             "roofline's ceiling); every timing between device synchronisations; median of "
-            "the runs"
+            "the runs; idle power from the energy counter over a pause once the device is "
+            "up, before the measurements"
         ),
     }

@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 
 from localbench.atomic import read_json, write_json
+from localbench.hardware import software_record
 from localbench.logs import job_log
 from localbench.results import FAILED, new_result, one_line
 from localbench.runner import run_benchmark
@@ -17,9 +18,16 @@ inputs = snakemake.input  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821
     manifest = read_json(inputs.manifest)
-    environment = {"hardware": read_json(inputs.hardware), "warmup": read_json(inputs.warmup)}
+    environment = {
+        "hardware": read_json(inputs.hardware),
+        "warmup": read_json(inputs.warmup),
+        # Read in this job: package versions and the commit as they are now.
+        "software": software_record(),
+    }
     try:
-        result = run_benchmark(settings, manifest, Path(inputs.manifest).parent, environment)
+        result = run_benchmark(
+            settings, manifest, Path(inputs.manifest).parent, environment, log=log
+        )
     except Exception as error:  # noqa: BLE001 - one model's failure must not stop the others
         log.exception("benchmark of %s failed", settings["name"])
         result = new_result(settings, FAILED, one_line(error))

@@ -12,7 +12,13 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.archive_reader import find_archives
 from localbench.atomic import write_text
-from localbench.compare import comparison_context, gather, render_comparison
+from localbench.compare import (
+    comparison_context,
+    gather,
+    machine_histories,
+    regressions,
+    render_comparison,
+)
 from localbench.logs import job_log
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
@@ -20,12 +26,30 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     # Listed again here rather than taken from the rule's inputs: the listing also names
     # what it refuses (symlinks, FIFOs), which never become inputs.
     archives, refused = find_archives(Path("archive"))
-    rows, skipped = gather([Path(p) for p in inputs.tables], archives, Path(inputs.seed))
-    context = comparison_context(rows, snakemake.params.baseline, refused + skipped)  # noqa: F821
+    tables = [Path(p) for p in inputs.tables]
+    rows, skipped = gather(tables, archives, Path(inputs.seed))
+    # Each current profile against its own earlier archives (read again, with their
+    # result files); what gather() left out is not read twice.
+    histories, left_out = machine_histories(tables, archives, refused + skipped)
+    context = comparison_context(
+        rows,
+        snakemake.params.baseline,  # noqa: F821
+        refused + skipped + left_out,
+        histories,
+    )
     write_text(snakemake.output[0], render_comparison(context))  # noqa: F821
     log.info("compared %d profiles", len(context["profiles"]))
     for entry in context["skipped"]:
         log.warning("skipped %s: %s", entry.path, entry.reason)
+    flagged = regressions(histories)
+    for line in flagged:
+        log.warning("regression: %s", line)
+    if flagged:
+        print(
+            f"compare: {len(flagged)} regression(s) against earlier archives of the same "
+            f"profile: {'; '.join(flagged)}; see {snakemake.output[0]}",  # noqa: F821
+            file=sys.__stderr__,
+        )
     if context["skipped"]:
         print(
             f"compare: {len(context['skipped'])} archive(s) skipped, listed in "

@@ -18,6 +18,7 @@ from localbench import memory, results
 from localbench.atomic import read_json, write_text
 from localbench.device import DTYPES, release_memory, resolve_device, resolve_dtype, synchronize
 from localbench.pipelines import media, stages
+from localbench.progress import FileProgress
 
 DONE = "done"
 FAILED = "failed"
@@ -55,7 +56,9 @@ def _run_one(loaded, task: str, item: BatchItem, settings: dict):
     return stages.generate_text(loaded, text, settings, item.name)
 
 
-def _run_texts_fast(loaded, device, items: list[BatchItem], settings: dict, log) -> list[dict]:
+def _run_texts_fast(
+    loaded, device, items: list[BatchItem], settings: dict, log, progress: FileProgress
+) -> list[dict]:
     """A text-generation stage's files on the fast backend: prompts of similar length
     decoded together, as many at once as ``stages.decode_batch_size`` allows. A file whose
     input cannot be read fails alone; a failed decode fails the files decoded with it."""
@@ -68,8 +71,10 @@ def _run_texts_fast(loaded, device, items: list[BatchItem], settings: dict, log)
             requests.append((item, *stages.text_request(loaded, text, settings, item.name)))
         except media.UnreadableInput as error:
             files.append(_failed(item, FAILED, str(error)))
+            progress.files_done([item.name], FAILED)
         except Exception as error:  # noqa: BLE001 - one file's failure must not stop the batch
             files.append(_failed(item, FAILED, results.one_line(error)))
+            progress.files_done([item.name], FAILED)
     if not requests:
         return files
     requests.sort(key=lambda request: len(request[1]))  # little padding in each group
@@ -86,9 +91,11 @@ def _run_texts_fast(loaded, device, items: list[BatchItem], settings: dict, log)
         if memory.is_out_of_memory(error):
             release_memory(device)
         reason = f"fast decoder for {size} sequences of {max_len} tokens: {results.one_line(error)}"
+        progress.files_done([item.name for item, *_ in requests], FAILED)
         return files + [_failed(item, FAILED, reason) for item, *_ in requests]
     for start in range(0, len(requests), size):
         group = requests[start : start + size]
+        group_start = time.perf_counter()
         try:
             answers = stages.generate_texts(
                 loaded, [(ids, budget) for _, ids, budget in group], decoder
@@ -99,7 +106,12 @@ def _run_texts_fast(loaded, device, items: list[BatchItem], settings: dict, log)
             if memory.is_out_of_memory(error):
                 release_memory(device)
             files.extend(_failed(item, FAILED, results.one_line(error)) for item, *_ in group)
+            progress.files_done([item.name for item, *_ in group], FAILED)
             continue
+        # After the group's decode, whose timings are taken inside generate_texts.
+        progress.files_done(
+            [item.name for item, *_ in group], "decoded", time.perf_counter() - group_start
+        )
         for (item, _, _), answer in zip(group, answers, strict=True):
             try:
                 write_text(item.output, answer["text"] + "\n")
@@ -195,6 +207,9 @@ def run_stage_batch(
         "started_at": results.now_utc(),
     }
     previous = _previous_records(previous_batch)
+    progress = FileProgress(
+        f"{settings['pipeline']}/{settings['stage']} batch {batch_id}", len(items), log
+    )
     files: list[dict] = []
     pending = []
     for item in items:
@@ -207,6 +222,7 @@ def run_stage_batch(
                     f"previous stage {settings['previous_stage']} did not produce an output",
                 )
             )
+            progress.files_done([item.name], SKIPPED)
         else:
             pending.append(item)
 
@@ -239,6 +255,7 @@ def run_stage_batch(
         if log:
             log.exception("stage %s: model not loaded", settings["stage"])
         files.extend(_failed(item, FAILED, reason) for item in pending)
+        progress.files_done([item.name for item in pending], FAILED)
         pending = []
 
     # The wall time of the files' inference (after the load): files decoded together
@@ -246,10 +263,14 @@ def run_stage_batch(
     start = time.perf_counter()
     if pending and task == "text-generation" and uses_fast_backend(loaded, settings):
         record["backend"] = "fast"
-        files.extend(_run_texts_fast(loaded, device, pending, settings, log))
+        files.extend(_run_texts_fast(loaded, device, pending, settings, log, progress))
     else:
         record["backend"] = "eager"
-        files.extend(_run_item(loaded, device, task, item, settings, log) for item in pending)
+        for item in pending:
+            files.append(_run_item(loaded, device, task, item, settings, log))
+            # Between files: the file's own timing is over.
+            progress.files_done([item.name], files[-1]["status"], files[-1].get("latency_s"))
+    progress.close()
     record["inference_s"] = time.perf_counter() - start
     del loaded
     if device is not None:

@@ -27,7 +27,9 @@ def generation_metrics(runs: list[Run]) -> dict:
     return metrics
 
 
-def repeat_fast_requests(decoder, request: Callable, device, bench: dict, before: str):
+def repeat_fast_requests(
+    decoder, request: Callable, device, bench: dict, before: str, observer=None
+):
     """Warm-up and measured runs of ``request()`` (preprocessing, encoder, then the fast
     ``decoder``'s generate, whose ``FastRun`` it returns), each timed from ``before`` the
     preprocessing, after a device sync. Returns the runs, the last run's tokens and what
@@ -38,7 +40,7 @@ def repeat_fast_requests(decoder, request: Callable, device, bench: dict, before
         start = time.perf_counter()
         return request().to_run(start)
 
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    runs = repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
     details = decoder.details(
         f"start: host clock after a device sync, before {before}; first token: after a "
         "device sync; inter-token gaps: CUDA events between graph replays (host clock on "

@@ -27,7 +27,7 @@ def _inputs(loaded, image, prompt):
     return inputs
 
 
-def _eager(loaded, image, prompt, bench: dict):
+def _eager(loaded, image, prompt, bench: dict, observer=None):
     kwargs = greedy_fixed_length(bench["new_tokens"])
 
     def request(stopping_criteria):
@@ -37,7 +37,7 @@ def _eager(loaded, image, prompt, bench: dict):
     def once() -> Run:
         return timed_generate(loaded.device, request)
 
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    runs = repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
     return runs, runs[-1].extra["output"][0, -bench["new_tokens"] :].tolist(), {}
 
 
@@ -63,7 +63,7 @@ def _prompt_ids(loaded, inputs):
     return torch.tensor([blip.start_ids(loaded.model)], device=loaded.device)
 
 
-def _fast(loaded, image, prompt, bench: dict):
+def _fast(loaded, image, prompt, bench: dict, observer=None):
     decoder_class, _ = fast_decoder_class(loaded.model)
     prompt_length = _prompt_ids(loaded, _inputs(loaded, image, prompt)).shape[1]
     decoder = decoder_class(loaded.model, max_len=prompt_length + bench["new_tokens"])
@@ -74,12 +74,13 @@ def _fast(loaded, image, prompt, bench: dict):
         return decoder.generate(_prompt_ids(loaded, inputs), bench["new_tokens"])
 
     return repeat_fast_requests(
-        decoder, request, loaded.device, bench, "preprocessing and the vision tower"
+        decoder, request, loaded.device, bench, "preprocessing and the vision tower", observer
     )
 
 
-def measure(loaded, bench: dict, backend: str = "eager") -> dict:
-    """Per-image latency p50/p90, images/s, tokens generated, first-token time."""
+def measure(loaded, bench: dict, backend: str = "eager", observer=None) -> dict:
+    """Per-image latency p50/p90, images/s, tokens generated, first-token time;
+    ``observer`` hears of each run between runs."""
     width, height = bench["image_size"]
     image = benchmark_image(width, height)
     prompt = (
@@ -91,7 +92,7 @@ def measure(loaded, bench: dict, backend: str = "eager") -> dict:
         if decoder_class is None:
             backend_used, note = "eager", f"fast backend not available ({why}); ran eager"
     runner = _fast if backend_used == "fast" else _eager
-    runs, tokens, details = runner(loaded, image, prompt, bench)
+    runs, tokens, details = runner(loaded, image, prompt, bench, observer)
     metrics = generation_metrics(runs)
     metrics["images_per_s"] = Measurement.from_values(
         [1 / r.latency_s for r in runs], "images/s"

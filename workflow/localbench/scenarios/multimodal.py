@@ -20,7 +20,7 @@ from localbench.stats import Measurement
 from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
 
-def _eager(loaded, image, bench: dict):
+def _eager(loaded, image, bench: dict, observer=None):
     model, processor = loaded.model, loaded.processor
     kwargs = greedy_fixed_length(bench["new_tokens"])
     tokenizer = processor.tokenizer
@@ -53,17 +53,18 @@ def _eager(loaded, image, bench: dict):
         run.extra.update(stamps)
         return run
 
-    return repeat(once, bench["warmup_runs"], bench["repetitions"])
+    return repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
 
 
-def measure(loaded, bench: dict, backend: str = "eager") -> dict:
-    """Latency, image-side time, prefill time and rate, decode rate, first-token time."""
+def measure(loaded, bench: dict, backend: str = "eager", observer=None) -> dict:
+    """Latency, image-side time, prefill time and rate, decode rate, first-token time;
+    ``observer`` hears of each run between runs."""
     width, height = bench["image_size"]
     image = benchmark_image(width, height)
     note = None
     if backend == "fast":
         note = "fast backend not available (no fast decoder for DeepSeek-VL2's MoE); ran eager"
-    runs = _eager(loaded, image, bench)
+    runs = _eager(loaded, image, bench, observer)
     for run in runs:
         if run.tokens != bench["new_tokens"]:
             raise RuntimeError(

@@ -35,7 +35,7 @@ def _features(loaded, audio):
     return features.input_features.to(loaded.device, loaded.dtype)
 
 
-def _eager(loaded, audio, prompt, bench: dict):
+def _eager(loaded, audio, prompt, bench: dict, observer=None):
     kwargs = greedy_fixed_length(bench["new_tokens"])
 
     def request(stopping_criteria):
@@ -55,11 +55,11 @@ def _eager(loaded, audio, prompt, bench: dict):
     def once() -> Run:
         return timed_generate(loaded.device, request)
 
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    runs = repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
     return runs, runs[-1].extra["output"][0, prompt.shape[1] :].tolist(), {}
 
 
-def _fast(loaded, audio, prompt, bench: dict):
+def _fast(loaded, audio, prompt, bench: dict, observer=None):
     decoder = WhisperFastDecoder(loaded.model, max_len=prompt.shape[1] + bench["new_tokens"])
 
     def request():
@@ -67,17 +67,18 @@ def _fast(loaded, audio, prompt, bench: dict):
         return decoder.generate(prompt, bench["new_tokens"])
 
     return repeat_fast_requests(
-        decoder, request, loaded.device, bench, "feature extraction and the encoder"
+        decoder, request, loaded.device, bench, "feature extraction and the encoder", observer
     )
 
 
-def measure(loaded, bench: dict, backend: str = "eager") -> dict:
-    """Real-time factor, latency, first-token time and decode rate of transcription."""
+def measure(loaded, bench: dict, backend: str = "eager", observer=None) -> dict:
+    """Real-time factor, latency, first-token time and decode rate of transcription;
+    ``observer`` hears of each run between runs."""
     seconds = float(bench["audio_seconds"])
     audio = benchmark_audio(seconds, SAMPLING_RATE)
     prompt = torch.tensor([decoder_prompt(loaded.model.generation_config)], device=loaded.device)
     runner = _fast if backend == "fast" else _eager
-    runs, tokens, details = runner(loaded, audio, prompt, bench)
+    runs, tokens, details = runner(loaded, audio, prompt, bench, observer)
     metrics = generation_metrics(runs)
     metrics["real_time_factor"] = Measurement.from_values(
         [r.latency_s / seconds for r in runs], "x"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from localbench.backends.fast import FastDecoder, supports
 from localbench.inputs import prompt_ids
+from localbench.observers import RunObserver
 from localbench.roofline import decode_roofline
 from localbench.scenarios.common import generation_metrics
 from localbench.stats import Measurement
 from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
 
-def _eager(loaded, input_ids, bench: dict):
+def _eager(loaded, input_ids, bench: dict, observer=None):
     tokenizer = loaded.processor
     attention_mask = input_ids.new_ones(input_ids.shape)
     pad_id = tokenizer.pad_token_id
@@ -30,18 +31,18 @@ def _eager(loaded, input_ids, bench: dict):
             ),
         )
 
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    runs = repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
     tokens = runs[-1].extra["output"][0, input_ids.shape[1] :].tolist()
     return runs, tokens, {}
 
 
-def _fast(loaded, input_ids, bench: dict):
+def _fast(loaded, input_ids, bench: dict, observer=None):
     decoder = FastDecoder(loaded.model, max_len=input_ids.shape[1] + bench["new_tokens"])
 
     def once() -> Run:
         return decoder.generate(input_ids, bench["new_tokens"]).to_run()
 
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"])
+    runs = repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
     details = decoder.details(
         "first token: host clock after a device sync; decode: host clock after the last "
         "token's sync; inter-token gaps: CUDA events between graph replays (host clock "
@@ -50,8 +51,15 @@ def _fast(loaded, input_ids, bench: dict):
     return runs, runs[-1].extra["tokens"], details
 
 
-def measure(loaded, bench: dict, backend: str = "eager", bandwidth_gb_per_s: float | None = None):
-    """Time to first token, prefill and decode rates, inter-token latency, roofline."""
+def measure(
+    loaded,
+    bench: dict,
+    backend: str = "eager",
+    bandwidth_gb_per_s: float | None = None,
+    observer: RunObserver | None = None,
+):
+    """Time to first token, prefill and decode rates, inter-token latency, roofline;
+    ``observer`` hears of each run between runs."""
     tokenizer = loaded.processor
     input_ids = prompt_ids(tokenizer, bench["prompt_tokens"]).to(loaded.device)
     backend_used, note = backend, None
@@ -60,7 +68,7 @@ def measure(loaded, bench: dict, backend: str = "eager", bandwidth_gb_per_s: flo
         if not ok:
             backend_used, note = "eager", f"fast backend not available ({why}); ran eager"
     runner = _fast if backend_used == "fast" else _eager
-    runs, tokens, details = runner(loaded, input_ids, bench)
+    runs, tokens, details = runner(loaded, input_ids, bench, observer)
     for run in runs:
         if run.tokens != bench["new_tokens"]:
             raise RuntimeError(

@@ -17,12 +17,21 @@ import torch
 from localbench.backends.fast import FastDecoder, supports
 from localbench.device import synchronize
 from localbench.inputs import prompt_ids
+from localbench.observers import RunObserver
 from localbench.roofline import kv_cache_bytes, weight_bytes_read_per_token
 from localbench.stats import Measurement
 from localbench.timing import greedy_fixed_length, repeat, timed_generate
 
 
-def _eager(loaded, input_ids: torch.Tensor, settings: dict):
+def _batch_run(run, sequences: list[list[int]]):
+    """A batch's run as the observers count it: every sequence's tokens and requests."""
+    run.extra["tokens"] = sequences
+    run.extra["requests"] = len(sequences)
+    run.tokens = sum(len(tokens) for tokens in sequences)
+    return run
+
+
+def _eager(loaded, input_ids: torch.Tensor, settings: dict, observer=None):
     tokenizer = loaded.processor
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     kwargs = greedy_fixed_length(settings["new_tokens"])
@@ -39,14 +48,13 @@ def _eager(loaded, input_ids: torch.Tensor, settings: dict):
             ),
         )
         output = run.extra.pop("output")
-        run.extra["tokens"] = output[:, input_ids.shape[1] :].tolist()
-        return run
+        return _batch_run(run, output[:, input_ids.shape[1] :].tolist())
 
-    runs = repeat(once, settings["warmup_runs"], settings["repetitions"])
+    runs = repeat(once, settings["warmup_runs"], settings["repetitions"], observer)
     return runs, {"timer": "host clock; a stopping criterion syncs and stamps each step"}
 
 
-def _fast(loaded, input_ids: torch.Tensor, settings: dict):
+def _fast(loaded, input_ids: torch.Tensor, settings: dict, observer=None):
     batch, length = input_ids.shape
     decoder = FastDecoder(loaded.model, max_len=length + settings["new_tokens"], batch=batch)
     prompts = input_ids.tolist()
@@ -54,12 +62,9 @@ def _fast(loaded, input_ids: torch.Tensor, settings: dict):
     def once():
         synchronize(loaded.device)
         sequences = decoder.generate_batch(prompts, settings["new_tokens"], stop_at_end=False)
-        first = sequences[0]
-        run = first.to_run()
-        run.extra["tokens"] = [s.tokens for s in sequences]
-        return run
+        return _batch_run(sequences[0].to_run(), [s.tokens for s in sequences])
 
-    runs = repeat(once, settings["warmup_runs"], settings["repetitions"])
+    runs = repeat(once, settings["warmup_runs"], settings["repetitions"], observer)
     details = decoder.details(
         "host clock after a device sync at the first token and after the last step; "
         "no sync between steps"
@@ -68,7 +73,11 @@ def _fast(loaded, input_ids: torch.Tensor, settings: dict):
 
 
 def measure(
-    loaded, settings: dict, backend: str = "eager", bandwidth_gb_per_s: float | None = None
+    loaded,
+    settings: dict,
+    backend: str = "eager",
+    bandwidth_gb_per_s: float | None = None,
+    observer: RunObserver | None = None,
 ) -> dict:
     """Aggregate and per-sequence decode rates of ``settings["batch_size"]`` sequences.
 
@@ -83,7 +92,7 @@ def measure(
         if not ok:
             backend_used, note = "eager", f"fast backend not available ({why}); ran eager"
     runner = _fast if backend_used == "fast" else _eager
-    runs, details = runner(loaded, input_ids, settings)
+    runs, details = runner(loaded, input_ids, settings, observer)
     new_tokens = settings["new_tokens"]
     for run in runs:
         counts = {len(tokens) for tokens in run.extra["tokens"]}
