@@ -8,7 +8,13 @@ rule benchmark_model:
         hardware=f"{RESULTS}/hardware.json",
         warmup=f"{RESULTS}/warmup.json",
     output:
-        f"{RESULTS}/benchmarks/{{model}}/{{backend}}.json",
+        report(
+            f"{RESULTS}/benchmarks/{{model}}/{{backend}}.json",
+            caption="../workflow/report/result.rst",
+            category="3. Model results",
+            subcategory=result_subcategory,
+            labels=result_labels,
+        ),
     log:
         f"{RESULTS}/logs/benchmark_model/{{model}}/{{backend}}.log",
     conda:

@@ -111,8 +111,9 @@ def weights_label(result: dict) -> str:
     return "none"
 
 
-def model_row(result: dict) -> dict:
-    """The display row of one result, with every cell already formatted."""
+def model_row(result: dict, display_names: dict[str, str] | None = None) -> dict:
+    """The display row of one result, with every cell already formatted; ``display_names``
+    maps config keys to the names people read (:mod:`localbench.names`)."""
     manifest = result.get("manifest") or {}
     measured = result["status"] == MEASURED
     memory = (result.get("memory") or {}).get("peak_bytes") if measured else None
@@ -126,7 +127,8 @@ def model_row(result: dict) -> dict:
     weights = weights_label(result)
     return {
         "name": result["model"],
-        "label": result["model"],
+        "display": (display_names or {}).get(result["model"]) or result["model"],
+        "label": (display_names or {}).get(result["model"]) or result["model"],
         "backend": result.get("backend_requested", "eager"),
         "backend_used": backend.get("used"),
         "backend_note": backend.get("note"),
@@ -137,6 +139,7 @@ def model_row(result: dict) -> dict:
         "ttft_median": _median(result, "ttft_ms"),
         "repo": result["repo"],
         "task": TASK_LABELS.get(result["task"], result["task"]),
+        "task_key": result["task"],
         "category": CATEGORIES.get(result["task"], "Other"),
         "status": result["status"],
         "status_label": status,
@@ -216,6 +219,7 @@ def backend_comparison(rows: list[dict]) -> list[dict]:
         comparison.append(
             {
                 "name": name,
+                "display": eager["display"],
                 "eager_decode": eager["decode_median"],
                 "fast_decode": fast["decode_median"],
                 "speedup": fast["decode_median"] / eager["decode_median"],
@@ -231,7 +235,7 @@ def backend_comparison(rows: list[dict]) -> list[dict]:
     return comparison
 
 
-def settings_row(result: dict) -> dict:
+def settings_row(result: dict, display_names: dict[str, str] | None = None) -> dict:
     """The benchmark settings of one model that matter for its task."""
     bench = (result.get("settings") or {}).get("benchmark") or {}
     task = result["task"]
@@ -244,7 +248,8 @@ def settings_row(result: dict) -> dict:
         parts.append(f"audio {bench.get('audio_seconds')} s")
     parts.append(f"{bench.get('new_tokens')} new tokens")
     return {
-        "name": result["model"] + f" ({result.get('backend_requested', 'eager')})",
+        "name": ((display_names or {}).get(result["model"]) or result["model"])
+        + f" ({result.get('backend_requested', 'eager')})",
         "threads": result.get("torch_threads", "n/a"),
         "warmup_runs": bench.get("warmup_runs"),
         "repetitions": bench.get("repetitions"),
@@ -310,7 +315,9 @@ def recommendations(rows: list[dict]) -> list[dict]:
             else:
                 best = min(fitting, key=lambda r: r["latency_median"] or float("inf"))
             picks.append({"category": category, "row": best})
-        all_fitting = list(dict.fromkeys(r["name"] for r in measured if r["memory_gb"] <= budget))
+        all_fitting = list(
+            dict.fromkeys(r["display"] for r in measured if r["memory_gb"] <= budget)
+        )
         tiers.append(
             {
                 "label": f"{tier} GB" if tier != TIERS_GB[-1] else f"{tier}+ GB",
@@ -336,17 +343,23 @@ def threads_text(results: list[dict], warmup: dict) -> str:
 
 
 def summary_context(
-    results: list[dict], hardware: dict, warmup: dict, peer_records: list[dict] = ()
+    results: list[dict],
+    hardware: dict,
+    warmup: dict,
+    peer_records: list[dict] = (),
+    display_names: dict[str, str] | None = None,
+    charts: dict | None = None,
 ) -> dict:
     """Everything the template shows, derived from this run's records (and the peer
-    engines' records, each labelled as a peer's)."""
-    rows = [model_row(r) for r in results]
+    engines' records, each labelled as a peer's); ``charts`` are the chart images to
+    link (:func:`localbench.charts.chart_links`)."""
+    rows = [model_row(r, display_names) for r in results]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["name"]] = counts.get(row["name"], 0) + 1
     for row in rows:
         if counts[row["name"]] > 1:
-            row["label"] = f"{row['name']} ({row['backend']})"
+            row["label"] = f"{row['display']} ({row['backend']})"
     measured = [r for r in rows if r["measured"]]
     names = list(dict.fromkeys(r["name"] for r in rows))
     measured_names = list(dict.fromkeys(r["name"] for r in measured))
@@ -375,18 +388,21 @@ def summary_context(
         "tiers": recommendations(rows),
         "tier_share": TIER_SHARE,
         "total_storage": _bytes(total_storage),
-        "chart_rows": [
-            {
-                "label": r["label"] + (" (synthetic)" if r["synthetic"] else ""),
-                "tokens_per_s": r["decode_median"],
-                "memory_gb": r["memory_gb"],
-            }
-            for r in measured
+        "charts": charts or {"speed": {}, "memory": None, "roofline": None},
+        # The tasks of each category, in config order, for their charts.
+        "category_tasks": {
+            category: list(dict.fromkeys(r["task_key"] for r in members))
+            for category, members in categories.items()
+        },
+        "settings": [settings_row(r, display_names) for r in results],
+        "peers": [
+            {**peer, "display": (display_names or {}).get(peer["model"]) or peer["model"]}
+            for peer in peer_table(
+                list(peer_records),
+                rows,
+                (warmup.get("copy_bandwidth_gb_per_s") or {}).get("median"),
+            )
         ],
-        "settings": [settings_row(r) for r in results],
-        "peers": peer_table(
-            list(peer_records), rows, (warmup.get("copy_bandwidth_gb_per_s") or {}).get("median")
-        ),
     }
 
 
