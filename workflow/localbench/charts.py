@@ -188,12 +188,14 @@ def _bar_panel(
     10th-90th percentile whisker and its figure at the end; a row that has no value
     shows its status instead. Returns the largest figure drawn (for the axis)."""
     backends = _backends(groups)
-    height = 0.8 / max(1, len(backends))
+    # A band holds two bars' room even for one backend: a lone bar stays a bar, not a block.
+    height = 0.8 / max(2, len(backends))
     top = floor
     notes = []
     for index, (_label, rows) in enumerate(groups):
         for row in rows:
-            y = index - 0.4 + height * (backends.index(row.backend) + 0.5)
+            slot = backends.index(row.backend) + 0.5
+            y = index + height * (slot - len(backends) / 2)
             figure = value(row)
             if figure is None:
                 why = row.status if not row.measured else "not recorded"
@@ -243,6 +245,8 @@ def _bar_panel(
 
 def _legend(fig, groups, extra: list = ()) -> None:
     handles = [Patch(color=_colour(b), label=f"{b} backend") for b in _backends(groups)]
+    if not handles and not extra:
+        return
     fig.legend(
         handles=handles + list(extra),
         loc="outside lower center",
@@ -295,6 +299,7 @@ def speed_figure(rows: list[ChartRow], task: str, profile: str) -> Figure:
         f"{TASK_LABELS.get(task, task)} on {profile}: {_runs_text(task_rows, 'decode')}",
         x=0.01,
         ha="left",
+        wrap=True,
     )
     _legend(fig, groups)
     return fig
@@ -341,10 +346,11 @@ def memory_figure(rows: list[ChartRow], profile: str) -> Figure:
             )
         )
     fig.suptitle(
-        f"Peak memory on {profile}, against the memory tiers of the recommendations "
-        f"(a model fits a tier at up to {TIER_SHARE:.0%} of it)",
+        f"Peak memory on {profile}: a machine holds a model at up to {TIER_SHARE:.0%} "
+        "of its memory",
         x=0.01,
         ha="left",
+        wrap=True,
     )
     _legend(fig, groups, tiers)
     return fig
@@ -397,6 +403,7 @@ def roofline_figure(rows: list[ChartRow], profile: str) -> Figure:
         f"Decode roofline on {profile}: {runs}",
         x=0.01,
         ha="left",
+        wrap=True,
     )
     _legend(fig, groups, extra)
     return fig

@@ -35,8 +35,9 @@ table { border-collapse: collapse; display: block; overflow-x: auto; max-width: 
 th, td { border: 1px solid #d0d7de; padding: .3rem .55rem; vertical-align: top; }
 th { background: #f6f8fa; text-align: left; white-space: nowrap; }
 tr:nth-child(2n) td { background: #fbfcfd; }
-/* Names, config keys and repos: one line each, the table scrolls instead. */
-td:nth-child(-n+3) { white-space: nowrap; }
+/* One line per row, the table scrolls instead; the last column (notes, reasons) wraps. */
+td { white-space: nowrap; }
+td:last-child { white-space: normal; min-width: 16rem; }
 code { background: #f6f8fa; padding: .1rem .3rem; border-radius: 4px; font-size: 90%; }
 img { max-width: 100%; height: auto; display: block; margin: 1rem 0;
   border: 1px solid #eaeef2; }
