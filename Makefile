@@ -1,4 +1,5 @@
-# Quick start:  make report   (creates .venv, installs, runs the benchmark DAG)
+# Quick start:  make report   (creates .venv, installs, runs the benchmark DAG, writes
+#                              the Markdown summary and the HTML report)
 #               make test     (the test suite, tiny synthetic models, a few minutes)
 #               make pipelines (your files in inputs/ through the configured pipelines)
 #
@@ -34,8 +35,14 @@ install:
 	$(INSTALL) requirements.txt
 	touch $(INSTALLED)
 
+# The benchmark, then the HTML report of it (Snakemake's --report, from the same
+# .snakemake records), in the results folder that localbench.locate names for CONFIG.
 report: $(INSTALLED)
 	$(SNAKEMAKE) report $(OVERRIDES)
+	@results=$$(PYTHONPATH=workflow $(BIN)/python -m localbench.locate $(CONFIG)) && \
+	$(SNAKEMAKE) --report "$$results/report.html" html_report $(OVERRIDES) && \
+	echo "Markdown summary: $$results/SUMMARY.md" && \
+	echo "HTML report:      $$results/report.html (one file, charts included)"
 
 pipelines: $(INSTALLED)
 	$(SNAKEMAKE) pipelines $(OVERRIDES)

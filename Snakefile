@@ -2,6 +2,8 @@
 #
 #   snakemake --cores 1 report      fetch, warm up, benchmark, aggregate, summarise
 #   snakemake --cores 1 pipelines   run the configured pipelines over inputs/ folders
+#   snakemake --report results/<profile>/report.html html_report
+#                                   the HTML report of what those runs made (make report)
 #
 # Rules are thin: the work is done by the `localbench` package in workflow/.
 import sys
@@ -31,6 +33,10 @@ if Path("config.yaml").exists():
 configfile: "config.yaml"
 
 
+# The front page of the HTML report (`snakemake --report`).
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/hardware.smk"
 include: "rules/models.smk"
@@ -44,5 +50,18 @@ rule report:
     default_target: True
     input:
         summary=f"{RESULTS}/SUMMARY.md",
-        chart=f"{RESULTS}/chart.svg",
+        page=f"{RESULTS}/SUMMARY.html",
+        charts=rules.render_charts.output,
         table=f"{RESULTS}/benchmarks.csv",
+
+
+# The target of `snakemake --report <file> html_report`: what `report` makes, and the
+# comparison and the pipeline reports where they exist. `make report` never runs it;
+# running it would also bring an existing comparison or pipeline report up to date.
+rule html_report:
+    input:
+        rules.report.input,
+        comparison=existing_pages(["results/COMPARISON.html"]),
+        pipelines=existing_pages(
+            [f"{plan.root}/REPORT.html" for plan in PIPELINE_PLANS.values()]
+        ),

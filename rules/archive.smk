@@ -26,6 +26,13 @@ rule render_comparison:
         # Kept, not deleted, before the job runs, and restored should it fail: an
         # earlier comparison is never lost.
         update("results/COMPARISON.md"),
+        # The same as a page of the HTML report (`snakemake --report`).
+        page=report(
+            "results/COMPARISON.html",
+            caption="../workflow/report/comparison.rst",
+            category="5. Comparison",
+            labels={"content": "COMPARISON.html: every profile side by side"},
+        ),
     log:
         "results/logs/render_comparison.log",
     conda:

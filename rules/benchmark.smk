@@ -9,7 +9,13 @@ rule benchmark_model:
         hardware=f"{RESULTS}/hardware.json",
         warmup=f"{RESULTS}/warmup.json",
     output:
-        f"{RESULTS}/benchmarks/{{model}}/{{backend}}.json",
+        report(
+            f"{RESULTS}/benchmarks/{{model}}/{{backend}}.json",
+            caption="../workflow/report/result.rst",
+            category="3. Model results",
+            subcategory=result_subcategory,
+            labels=result_labels,
+        ),
     log:
         f"{RESULTS}/logs/benchmark_model/{{model}}/{{backend}}.log",
     conda:
@@ -28,7 +34,13 @@ rule benchmark_throughput:
         hardware=f"{RESULTS}/hardware.json",
         warmup=f"{RESULTS}/warmup.json",
     output:
-        f"{RESULTS}/throughput/{{model}}/{{backend}}/batch-{{batch}}.json",
+        report(
+            f"{RESULTS}/throughput/{{model}}/{{backend}}/batch-{{batch}}.json",
+            caption="../workflow/report/throughput.rst",
+            category="3. Model results",
+            subcategory=result_subcategory,
+            labels=throughput_labels,
+        ),
     log:
         f"{RESULTS}/logs/benchmark_throughput/{{model}}/{{backend}}/batch-{{batch}}.log",
     conda:

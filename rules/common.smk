@@ -6,11 +6,13 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from localbench import charts as lbcharts
 from localbench import config as lbconfig
+from localbench import names as lbnames
 from localbench.archive_reader import find_archives
 from localbench.config_files import check_config_file
 from localbench.device import DeviceUnavailable
-from localbench.hardware import detect
+from localbench.locate import RESULTS_ROOT, run_profile
 from localbench import peers as lbpeers
 from localbench.locks import clear_stale_locks
 from localbench.pipelines import plan as lbplan
@@ -22,6 +24,7 @@ try:
     for _file in workflow.configfiles:
         check_config_file(_file)
     lbconfig.check_config(config)
+    lbnames.check_display_names(config)
     check_pipelines(config)
 except lbconfig.ConfigError as error:
     raise WorkflowError(str(error)) from None
@@ -41,21 +44,21 @@ if clear_stale_locks(Path.cwd()):
     )
 
 
-def detected_profile():
-    try:
-        slug = detect(config["device"])["profile"]
-    except DeviceUnavailable as error:
-        raise WorkflowError(str(error)) from None
-    # Smoke runs on tiny models never mix with real results of the same machine.
-    return f"{slug}-tiny" if config["size"] == "tiny" else slug
-
-
-PROFILE = config["profile"] or detected_profile()
-RESULTS = f"results/{PROFILE}"
+try:
+    # Detected from the hardware unless configured; "-tiny" for tiny models.
+    PROFILE = run_profile(config)
+except DeviceUnavailable as error:
+    raise WorkflowError(str(error)) from None
+RESULTS = f"{RESULTS_ROOT}/{PROFILE}"
 # Tiny checkpoints live apart from full ones; model names start with a letter or digit,
 # so "_tiny" cannot collide with a model.
 MODELS_ROOT = "models/_tiny" if config["size"] == "tiny" else "models"
 MODELS = lbconfig.enabled_models(config)
+# What tables, charts and the HTML report call each model (config `display_name`).
+DISPLAY_NAMES = {name: lbnames.display_name(config, name) for name in MODELS}
+# The charts of the summary: one speed chart per task of the enabled models, memory,
+# and the decode roofline (localbench.charts).
+CHARTS = lbcharts.chart_names(config["models"][name]["task"] for name in MODELS)
 # CPU threads of every benchmark job and of the warm-up (config `threads`).
 THREADS = lbconfig.resolve_threads(config["threads"])
 # The seed report's M4 figures, transcribed, shipped with the workflow.
@@ -126,6 +129,35 @@ def throughput_files(wildcards=None):
         for backend in lbconfig.model_backends(config, name)
         for batch in lbconfig.throughput_batch_sizes(config, name)
     ]
+
+
+def result_subcategory(wildcards):
+    """The HTML report's folder of one model's result files: its display name."""
+    return DISPLAY_NAMES.get(wildcards.model, wildcards.model)
+
+
+def result_labels(wildcards):
+    """The HTML report's columns for one result file."""
+    return {
+        "model": DISPLAY_NAMES.get(wildcards.model, wildcards.model),
+        "config key": wildcards.model,
+        "backend": wildcards.backend,
+    }
+
+
+def throughput_labels(wildcards):
+    """The HTML report's columns for one throughput point."""
+    return {
+        "model": DISPLAY_NAMES.get(wildcards.model, wildcards.model),
+        "config key": wildcards.model,
+        "backend": f"{wildcards.backend}, batch {wildcards.batch}",
+    }
+
+
+def existing_pages(paths):
+    """The pages among ``paths`` that a run has made: the HTML report takes the comparison
+    and the pipeline reports only where they exist."""
+    return [path for path in paths if Path(path).is_file()]
 
 
 def existing_tables():

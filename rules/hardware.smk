@@ -3,7 +3,12 @@
 
 rule detect_hardware:
     output:
-        f"{RESULTS}/hardware.json",
+        report(
+            f"{RESULTS}/hardware.json",
+            caption="../workflow/report/hardware.rst",
+            category="4. Machine",
+            labels={"content": "hardware.json: the machine and its software"},
+        ),
     log:
         f"{RESULTS}/logs/detect_hardware.log",
     conda:
@@ -19,7 +24,12 @@ rule warm_up_device:
     input:
         hardware=f"{RESULTS}/hardware.json",
     output:
-        f"{RESULTS}/warmup.json",
+        report(
+            f"{RESULTS}/warmup.json",
+            caption="../workflow/report/warmup.rst",
+            category="4. Machine",
+            labels={"content": "warmup.json: device warm-up, bandwidth, matmul rate"},
+        ),
     log:
         f"{RESULTS}/logs/warm_up_device.log",
     conda:

@@ -44,6 +44,13 @@ rule render_pipeline_report:
     output:
         report=f"{RESULTS}/pipelines/{{pipeline}}/REPORT.md",
         counts=f"{RESULTS}/pipelines/{{pipeline}}/summary.json",
+        # The same as a page of the HTML report (`snakemake --report`).
+        page=report(
+            f"{RESULTS}/pipelines/{{pipeline}}/REPORT.html",
+            caption="../workflow/report/pipeline.rst",
+            category="6. Pipelines",
+            labels={"pipeline": "{pipeline}"},
+        ),
     log:
         f"{RESULTS}/logs/pipelines/{{pipeline}}/render_pipeline_report.log",
     conda:
@@ -55,10 +62,14 @@ rule render_pipeline_report:
         "../workflow/scripts/render_pipeline_report.py"
 
 
+# The targets defined after this file (here and in the Snakefile).
+TARGETS_DEFINED_LATER = {"pipelines", "report", "html_report"}
+
+
 # One target per pipeline, named after it; `pipelines` runs them all. Both end the run
 # with one summary line per pipeline; a pipeline left out at parse time prints why.
 for _name in [*PIPELINE_PLANS, *PIPELINES_NOT_RUN]:
-    if _name in {r.name for r in workflow.rules} | {"pipelines", "report"}:
+    if _name in {r.name for r in workflow.rules} | TARGETS_DEFINED_LATER:
         raise WorkflowError(
             f"invalid config: pipelines.{_name}: the name is taken by a rule of the "
             "workflow; choose another"

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 from localbench.config import ConfigError, check_config, enabled_models, model_settings
+from localbench.names import check_display_names, display_name, display_names
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_REPOS = {
@@ -86,6 +87,55 @@ def test_bad_config_names_the_key_and_what_is_allowed(config, mutate, expected):
     message = str(caught.value)
     assert expected in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", " Qwen", "Qwen ", "Qwen\n", "two\nlines", "tab\there", "a{model}", "x" * 81, "a\u2028b"],
+)
+def test_a_bad_display_name_gets_one_line_naming_the_key(config, value):
+    config["models"]["blip-base"]["display_name"] = value
+    with pytest.raises(ConfigError) as caught:
+        check_config(config)
+    message = str(caught.value)
+    assert message.startswith("invalid config: models.blip-base.display_name: ")
+    assert "a display name is 1 to 80 characters on one line" in message
+    assert "\n" not in message
+
+
+def test_a_display_name_that_is_not_text_is_refused(config):
+    config["models"]["blip-base"]["display_name"] = 5
+    with pytest.raises(ConfigError, match=r"models.blip-base.display_name: expected string, got 5"):
+        check_config(config)
+
+
+def test_display_names_default_to_the_seed_report_or_the_repo_and_can_be_set(config):
+    names = display_names(config)
+    assert names == {
+        "deepseek-r1-distill-qwen-1.5b": "DeepSeek-R1-Distill-Qwen 1.5B",
+        "qwen2.5-1.5b-instruct": "Qwen 2.5 1.5B",
+        "llama-3.2-3b-instruct": "Llama 3.2 3B",
+        "blip-base": "BLIP base",
+        "blip2-opt-2.7b": "BLIP-2 2.7B",
+        "deepseek-vl2-small": "DeepSeek-VL2-Small",
+        "whisper-base": "Whisper base",
+    }
+    config["models"]["blip-base"]["display_name"] = "BLIP (captions) <b>"
+    config["models"]["tiny"] = {"task": "text-generation", "repo": "TinyLlama/TinyLlama-1.1B"}
+    check_config(config)
+    check_display_names(config)
+    assert display_name(config, "blip-base") == "BLIP (captions) <b>"
+    assert display_name(config, "tiny") == "TinyLlama-1.1B"
+
+
+def test_two_models_with_one_display_name_are_refused_naming_the_key_to_change(config):
+    config["models"]["whisper-base"]["display_name"] = "qwen 2.5 1.5b"
+    with pytest.raises(ConfigError) as caught:
+        check_display_names(config)
+    assert str(caught.value) == (
+        "invalid config: models.whisper-base.display_name: 'qwen 2.5 1.5b' is also the "
+        "display name of models.qwen2.5-1.5b-instruct; each model needs its own"
+    )
 
 
 def test_model_settings_apply_defaults_then_overrides(config):

@@ -168,6 +168,9 @@ def test_reports_escape_names_and_say_synthetic(pipeline_run):
     for line in report.splitlines():
         if line.startswith("> "):
             assert "|" not in line.replace("\\|", "")
+    # The same report as a page of the HTML report: the hostile name stays text.
+    page = (out(workdir, "voice-notes") / "REPORT.html").read_text()
+    assert "<h4>evil | # [x](y) *z*.wav</h4>" in page and "<script" not in page
 
 
 def test_model_loads_once_per_batch(pipeline_run):

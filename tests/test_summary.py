@@ -1,4 +1,4 @@
-from localbench.summary import md, recommendations, weights_label
+from localbench.summary import md, model_row, recommendations, weights_label
 
 
 def test_md_escapes_everything_that_could_break_a_table_or_add_markup():
@@ -14,6 +14,7 @@ def test_md_escapes_everything_that_could_break_a_table_or_add_markup():
 def _row(name, category, memory_gb, decode=None, latency=None):
     return {
         "name": name,
+        "display": name.upper(),
         "category": category,
         "measured": True,
         "memory_gb": memory_gb,
@@ -35,7 +36,8 @@ def test_tiers_pick_the_fastest_model_that_fits_from_measured_memory():
     assert tiers["16 GB"]["picks_total_gb"] == 5.0
     twenty_four = {p["category"]: p["row"]["name"] for p in tiers["24 GB"]["picks"]}
     assert twenty_four["Text Generation Models"] == "big-llm"  # 14 GB <= 75% of 24 GB
-    assert "unmeasured" not in tiers["32+ GB"]["all_fitting"]
+    assert "UNMEASURED" not in tiers["32+ GB"]["all_fitting"]
+    assert tiers["32+ GB"]["all_fitting"] == ["SMALL-LLM", "BIG-LLM", "CAPTIONER"]
 
 
 def test_synthetic_weights_are_always_labelled():
@@ -43,3 +45,12 @@ def test_synthetic_weights_are_always_labelled():
     assert weights_label({"manifest": {"synthetic": True}}).startswith("synthetic")
     hub = {"manifest": {"source": "hub", "resolved_commit": "0123456789abcdef"}}
     assert weights_label(hub) == "hub @ 0123456789"
+
+
+def test_rows_carry_the_display_name_beside_the_config_key_and_repo():
+    result = {"model": "qwen", "repo": "Qwen/Qwen2.5-1.5B-Instruct", "task": "text-generation"}
+    row = model_row({**result, "status": "skipped", "reason": "too big"}, {"qwen": "Qwen 2.5"})
+    assert (row["display"], row["label"], row["name"]) == ("Qwen 2.5", "Qwen 2.5", "qwen")
+    assert row["repo"] == "Qwen/Qwen2.5-1.5B-Instruct"
+    # A model the names do not cover keeps its config key.
+    assert model_row({**result, "status": "skipped"}, {})["display"] == "qwen"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,21 @@ SEED_MODELS = [
 ]
 
 
+# The seed report's names, which the summary, charts and HTML report show.
+DISPLAY_NAMES = {
+    "deepseek-r1-distill-qwen-1.5b": "DeepSeek-R1-Distill-Qwen 1.5B",
+    "qwen2.5-1.5b-instruct": "Qwen 2.5 1.5B",
+    "llama-3.2-3b-instruct": "Llama 3.2 3B",
+    "blip-base": "BLIP base",
+    "blip2-opt-2.7b": "BLIP-2 2.7B",
+    "deepseek-vl2-small": "DeepSeek-VL2-Small",
+    "whisper-base": "Whisper base",
+}
+TASKS = [
+    "text-generation", "image-captioning", "visual-question-answering", "multimodal",
+    "speech-recognition",
+]  # fmt: skip
+CHARTS = [f"speed-{task}" for task in TASKS] + ["peak-memory", "decode-roofline"]
 TEXT_MODELS = SEED_MODELS[:3]
 FAST_MODELS = [m for m in SEED_MODELS if m != "deepseek-vl2-small"]  # both backends
 
@@ -129,7 +147,6 @@ def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
         "### For 32+ GB machines",
         "## Skipped, Failed and Pending Models",
         "## Method and Environment",
-        "![Generation speed and peak memory per model](chart.svg)",
     ]:
         assert heading in summary, heading
     assert "synthetic weights" in summary
@@ -137,15 +154,77 @@ def test_summary_has_the_seed_report_sections_and_every_model(tiny_run):
     assert len(table_rows) == len(SEED_MODELS) + len(FAST_MODELS)
     assert "### Eager against fast" in summary
     for name in FAST_MODELS:
-        comparison = [line for line in summary.splitlines() if line.startswith(f"| {name} |")]
+        shown = DISPLAY_NAMES[name]
+        comparison = [line for line in summary.splitlines() if line.startswith(f"| {shown} |")]
         assert len(comparison) == 1 and "yes, all" in comparison[0], name
     for line in table_rows:
         assert "synthetic (random weights)" in line
+    # Each detail row: the seed report's name, then the config key and the repo.
+    for name in SEED_MODELS:
+        repo = _results(tiny_run)[name]["repo"]
+        assert f"| **{DISPLAY_NAMES[name]}** | {name} | {repo} |" in summary, name
     # A figure in the summary is the one in the result file.
     qwen = _results(tiny_run)["qwen2.5-1.5b-instruct"]
     assert f"{qwen['metrics']['decode_tokens_per_s']['median']:.1f}" in summary
-    chart = (tiny_run / "chart.svg").read_text()
-    assert chart.startswith("<svg") and "qwen2.5-1.5b-instruct (eager) (synthetic)" in chart
+    # One chart per task, memory and the roofline, each linked and drawn in both formats.
+    for chart in CHARTS:
+        assert f"](charts/{chart}.png)" in summary, chart
+        assert (tiny_run / "charts" / f"{chart}.png").read_bytes().startswith(b"\x89PNG")
+        assert (tiny_run / "charts" / f"{chart}.svg").read_bytes().startswith(b"<?xml")
+    assert sorted(p.stem for p in (tiny_run / "charts").glob("*.png")) == sorted(CHARTS)
+    assert not (tiny_run / "chart.svg").exists()
+
+
+def _report_variable(html: str, name: str) -> dict:
+    """One of the JSON objects a Snakemake HTML report holds (``var results = {...};``)."""
+    match = re.search(rf"^\s*var {name} = (\{{.*?\}});$", html, re.S | re.M)
+    assert match, name
+    return json.loads(match.group(1))
+
+
+def _decoded(entry: dict) -> bytes:
+    """The file a report result embeds as a data URI."""
+    return base64.b64decode(entry["data_uri"].split(";base64,", 1)[1])
+
+
+def test_html_report_holds_summary_charts_results_comparison_and_provenance(tiny_run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run.parent.parent, workdir, symlinks=True)
+    snakemake(workdir, "--cores", "1", "compare", *TINY)
+    report = workdir / "results" / "test-machine" / "report.html"
+    snakemake(workdir, "--cores", "1", "--report", str(report), "html_report", *TINY)
+    html = report.read_text(encoding="utf-8")
+    results = _report_variable(html, "results")
+    categories = _report_variable(html, "categories")
+    assert sorted(categories) == [
+        "1. Summary", "2. Charts", "3. Model results", "4. Machine", "5. Comparison",
+    ]  # fmt: skip
+    by_name = {Path(path).name: entry for path, entry in results.items()}
+    # The summary page: every table and every chart, in the seed report's names.
+    page = _decoded(by_name["SUMMARY.html"]).decode()
+    assert by_name["SUMMARY.html"]["mime_type"] == "text/html"
+    for name in SEED_MODELS:
+        assert f"<strong>{DISPLAY_NAMES[name]}</strong>" in page, name
+    assert page.count('src="data:image/png;base64,') == len(CHARTS)
+    assert page.count("<table>") >= 5
+    # The charts, one entry each, embedded as PNG.
+    for chart in CHARTS:
+        entry = by_name[f"{chart}.png"]
+        assert entry["mime_type"] == "image/png" and _decoded(entry).startswith(b"\x89PNG")
+    # Every result file, under its model's display name.
+    assert sorted(categories["3. Model results"]) == sorted(DISPLAY_NAMES.values())
+    files = [path for paths in categories["3. Model results"].values() for path in paths]
+    assert len(files) == len(SEED_MODELS) + len(FAST_MODELS)
+    qwen = json.loads(
+        _decoded(results[f"results/test-machine/benchmarks/{SEED_MODELS[1]}/fast.json"])
+    )
+    assert qwen == _results(tiny_run, "fast")[SEED_MODELS[1]]
+    assert "Comparison across machines" in _decoded(by_name["COMPARISON.html"]).decode()
+    # Snakemake's own provenance: the rules and the workflow's description.
+    assert {"render_charts", "render_summary", "benchmark_model"} <= set(
+        _report_variable(html, "rules")
+    )
+    assert "how fast local AI models run on this machine" in html
 
 
 def test_energy_is_measured_or_not_available_with_its_reason(tiny_run):
@@ -236,6 +315,25 @@ def test_a_bad_config_stops_the_run_with_one_clear_line(workdir):
         "invalid config: device: 'gpu' is not allowed; allowed values: auto, cuda, mps, cpu"
         in output
     )
+    assert not (workdir / "results").exists()
+
+
+def test_a_bad_display_name_stops_the_run_with_one_clear_line(workdir):
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["models"]["blip-base"]["display_name"] = "BLIP {base}"
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    completed = snakemake(workdir, "-n", "report", check=False)
+    assert completed.returncode != 0
+    lines = [
+        line
+        for line in (completed.stdout + completed.stderr).splitlines()
+        if "invalid config" in line
+    ]
+    assert lines == [
+        "invalid config: models.blip-base.display_name: 'BLIP {base}' does not match: a display "
+        "name is 1 to 80 characters on one line: no control characters, no { or } (Snakemake "
+        "reads them as wildcards), no spaces at either end"
+    ]
     assert not (workdir / "results").exists()
 
 

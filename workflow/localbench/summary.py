@@ -112,8 +112,9 @@ def weights_label(result: dict) -> str:
     return "none"
 
 
-def model_row(result: dict) -> dict:
-    """The display row of one result, with every cell already formatted."""
+def model_row(result: dict, display_names: dict[str, str] | None = None) -> dict:
+    """The display row of one result, with every cell already formatted; ``display_names``
+    maps config keys to the names people read (:mod:`localbench.names`)."""
     manifest = result.get("manifest") or {}
     measured = result["status"] == MEASURED
     memory = (result.get("memory") or {}).get("peak_bytes") if measured else None
@@ -127,7 +128,8 @@ def model_row(result: dict) -> dict:
     weights = weights_label(result)
     return {
         "name": result["model"],
-        "label": result["model"],
+        "display": (display_names or {}).get(result["model"]) or result["model"],
+        "label": (display_names or {}).get(result["model"]) or result["model"],
         "backend": result.get("backend_requested", "eager"),
         "backend_used": backend.get("used"),
         "backend_note": backend.get("note"),
@@ -138,6 +140,7 @@ def model_row(result: dict) -> dict:
         "ttft_median": _median(result, "ttft_ms"),
         "repo": result["repo"],
         "task": TASK_LABELS.get(result["task"], result["task"]),
+        "task_key": result["task"],
         "category": CATEGORIES.get(result["task"], "Other"),
         "status": result["status"],
         "status_label": status,
@@ -217,6 +220,7 @@ def backend_comparison(rows: list[dict]) -> list[dict]:
         comparison.append(
             {
                 "name": name,
+                "display": eager["display"],
                 "eager_decode": eager["decode_median"],
                 "fast_decode": fast["decode_median"],
                 "speedup": fast["decode_median"] / eager["decode_median"],
@@ -232,7 +236,7 @@ def backend_comparison(rows: list[dict]) -> list[dict]:
     return comparison
 
 
-def settings_row(result: dict) -> dict:
+def settings_row(result: dict, display_names: dict[str, str] | None = None) -> dict:
     """The benchmark settings of one model that matter for its task."""
     bench = (result.get("settings") or {}).get("benchmark") or {}
     task = result["task"]
@@ -245,7 +249,8 @@ def settings_row(result: dict) -> dict:
         parts.append(f"audio {bench.get('audio_seconds')} s")
     parts.append(f"{bench.get('new_tokens')} new tokens")
     return {
-        "name": result["model"] + f" ({result.get('backend_requested', 'eager')})",
+        "name": ((display_names or {}).get(result["model"]) or result["model"])
+        + f" ({result.get('backend_requested', 'eager')})",
         "threads": result.get("torch_threads", "n/a"),
         "warmup_runs": bench.get("warmup_runs"),
         "repetitions": bench.get("repetitions"),
@@ -311,7 +316,9 @@ def recommendations(rows: list[dict]) -> list[dict]:
             else:
                 best = min(fitting, key=lambda r: r["latency_median"] or float("inf"))
             picks.append({"category": category, "row": best})
-        all_fitting = list(dict.fromkeys(r["name"] for r in measured if r["memory_gb"] <= budget))
+        all_fitting = list(
+            dict.fromkeys(r["display"] for r in measured if r["memory_gb"] <= budget)
+        )
         tiers.append(
             {
                 "label": f"{tier} GB" if tier != TIERS_GB[-1] else f"{tier}+ GB",
@@ -324,7 +331,7 @@ def recommendations(rows: list[dict]) -> list[dict]:
     return tiers
 
 
-def throughput_rows(records: list[dict]) -> list[dict]:
+def throughput_rows(records: list[dict], display_names: dict[str, str] | None = None) -> list[dict]:
     """One row per throughput point (model, backend, batch size), in the order given,
     with the speed-up over the same model and backend at batch 1 where that was
     measured; a point that was not measured shows its status and reason."""
@@ -333,6 +340,7 @@ def throughput_rows(records: list[dict]) -> list[dict]:
         run = (record.get("settings") or {}).get("throughput") or {}
         row = {
             "name": record["model"],
+            "display": (display_names or {}).get(record["model"]) or record["model"],
             "synthetic": bool(record.get("synthetic")),
             "backend": (record.get("backend") or {}).get("used")
             or (record.get("settings") or {}).get("backend", "eager"),
@@ -395,16 +403,19 @@ def summary_context(
     warmup: dict,
     peer_records: list[dict] = (),
     throughput_records: list[dict] = (),
+    display_names: dict[str, str] | None = None,
+    charts: dict | None = None,
 ) -> dict:
     """Everything the template shows, derived from this run's records (and the peer
-    engines' records, each labelled as a peer's)."""
-    rows = [model_row(r) for r in results]
+    engines' records, each labelled as a peer's); ``charts`` are the chart images to
+    link (:func:`localbench.charts.chart_links`)."""
+    rows = [model_row(r, display_names) for r in results]
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["name"]] = counts.get(row["name"], 0) + 1
     for row in rows:
         if counts[row["name"]] > 1:
-            row["label"] = f"{row['name']} ({row['backend']})"
+            row["label"] = f"{row['display']} ({row['backend']})"
     measured = [r for r in rows if r["measured"]]
     names = list(dict.fromkeys(r["name"] for r in rows))
     measured_names = list(dict.fromkeys(r["name"] for r in measured))
@@ -433,18 +444,19 @@ def summary_context(
         "tiers": recommendations(rows),
         "tier_share": TIER_SHARE,
         "total_storage": _bytes(total_storage),
-        "chart_rows": [
-            {
-                "label": r["label"] + (" (synthetic)" if r["synthetic"] else ""),
-                "tokens_per_s": r["decode_median"],
-                "memory_gb": r["memory_gb"],
-            }
-            for r in measured
-        ],
-        "settings": [settings_row(r) for r in results],
-        "throughput": throughput_rows(list(throughput_records)),
+        "charts": charts or {"speed": {}, "memory": None, "roofline": None},
+        # The tasks of each category, in config order, for their charts.
+        "category_tasks": {
+            category: list(dict.fromkeys(r["task_key"] for r in members))
+            for category, members in categories.items()
+        },
+        "settings": [settings_row(r, display_names) for r in results],
+        "throughput": throughput_rows(list(throughput_records), display_names),
         "energy": energy_summary(results),
-        "peers": peer_table(list(peer_records), rows, roofline_bandwidth(warmup)[0]),
+        "peers": [
+            {**peer, "display": (display_names or {}).get(peer["model"]) or peer["model"]}
+            for peer in peer_table(list(peer_records), rows, roofline_bandwidth(warmup)[0])
+        ],
     }
 
 

@@ -1,4 +1,5 @@
-"""Snakemake script: render results/COMPARISON.md from every profile's results.
+"""Snakemake script: render results/COMPARISON.md (and COMPARISON.html) from every
+profile's results.
 
 A table or archive that cannot be compared is listed under "Skipped archives" with its
 reason, and the job still succeeds: one bad archive never costs the others.
@@ -20,6 +21,7 @@ from localbench.compare import (
     render_comparison,
 )
 from localbench.logs import job_log
+from localbench.pages import html_page
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     inputs = snakemake.input  # noqa: F821
@@ -56,3 +58,9 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
             f"{snakemake.output[0]}",  # noqa: F821
             file=sys.__stderr__,
         )
+    # The comparison just written, as a page of the HTML report.
+    comparison = Path(snakemake.output[0])  # noqa: F821
+    write_text(
+        snakemake.output.page,  # noqa: F821
+        html_page(comparison.read_text(encoding="utf-8"), "Comparison across machines"),
+    )

@@ -1,4 +1,4 @@
-"""Snakemake script: a pipeline's REPORT.md and its done/failed counts."""
+"""Snakemake script: a pipeline's REPORT.md (and REPORT.html) and its done/failed counts."""
 
 import sys
 from pathlib import Path
@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json, write_text
 from localbench.logs import job_log
+from localbench.pages import html_page
 from localbench.pipelines.report import render_report, report_context, summary_line
 
 inputs = snakemake.input  # noqa: F821 - injected by Snakemake
@@ -23,7 +24,9 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         [read_json(path) for path in inputs.records],
         snakemake.params.profile,  # noqa: F821
     )
-    write_text(outputs.report, render_report(context))
+    markdown = render_report(context)
+    write_text(outputs.report, markdown)
+    write_text(outputs.page, html_page(markdown, f"Pipeline {pipeline}"))
     line = summary_line(pipeline, context["counts"], listing["note"], outputs.report)
     write_json(outputs.counts, {**context["counts"], "line": line, "report": outputs.report})
     log.info(line)

@@ -1,5 +1,7 @@
-"""Snakemake script: render SUMMARY.md and chart.svg from this run's result files."""
+"""Snakemake script: render SUMMARY.md, and SUMMARY.html with its charts embedded, from
+this run's result files."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,13 +10,15 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.aggregate import load_results
 from localbench.atomic import read_json, write_text
-from localbench.chart import render_chart
+from localbench.charts import chart_links
 from localbench.logs import job_log
+from localbench.pages import html_page
 from localbench.peers import load_records
 from localbench.summary import render_summary, summary_context
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
-    inputs = snakemake.input  # noqa: F821
+    inputs, output = snakemake.input, snakemake.output  # noqa: F821
+    folder = Path(output.summary).parent
     peers, skipped = load_records(list(inputs.peers))
     for line in skipped:
         log.warning("peer record left out: %s", line)
@@ -23,8 +27,12 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
         read_json(inputs.hardware),
         read_json(inputs.warmup),
         peers,
-        load_results(inputs.throughput),
+        throughput_records=load_results(inputs.throughput),
+        display_names=dict(snakemake.params.display_names),  # noqa: F821
+        charts=chart_links([Path(os.path.relpath(p, folder)).as_posix() for p in inputs.charts]),
     )
-    write_text(snakemake.output.chart, render_chart(context["chart_rows"]))  # noqa: F821
-    write_text(snakemake.output.summary, render_summary(context))  # noqa: F821
+    markdown = render_summary(context)
+    write_text(output.summary, markdown)
+    profile = context["hardware"].get("profile", folder.name)
+    write_text(output.page, html_page(markdown, f"Benchmark summary: {profile}", folder))
     log.info("summary of %d models", len(context["rows"]))

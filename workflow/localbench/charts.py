@@ -1,0 +1,487 @@
+"""The charts of the summary and the HTML report, drawn with matplotlib on the Agg canvas.
+
+Every number comes from this run's result files: medians, the 10th and 90th percentiles
+of the raw samples each result keeps, peak memory, and the roofline record of the run's
+measured bandwidth. A model that was not measured keeps its row with its status and
+reason written in place of a bar, never a bar. Weights that are random are said on the
+label ("synthetic weights"), as in the tables.
+
+Each chart is written as PNG (for the Markdown summary and the HTML report) and SVG (for
+print and zooming), byte for byte the same for the same results: no dates in the files,
+SVG ids from a fixed salt.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from localbench.atomic import write_bytes
+from localbench.results import MEASURED, STATUS_LABELS
+from localbench.stats import percentile
+from localbench.summary import TASK_LABELS, TIER_SHARE, TIERS_GB, weights_label
+
+GB = 1e9
+# One colour per backend (Tableau 10, told apart with colour-blindness too).
+BACKEND_COLOURS = {"eager": "#4c78a8", "fast": "#f58518"}
+OTHER_COLOUR = "#54a24b"
+TIER_COLOURS = ("#54a24b", "#b279a2", "#9d755d")
+NOT_MEASURED_COLOUR = "#6b6b6b"
+# A reason written in place of a bar is cut to this many characters.
+REASON_LENGTH = 60
+PNG_DPI = 150
+FIGURE_WIDTH_IN = 10.0
+STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "figure.titlesize": 11,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.grid.axis": "x",
+    "grid.color": "#dddddd",
+    "axes.axisbelow": True,
+    # Names and reasons are text, never TeX: "$5 model" stays "$5 model".
+    "text.parse_math": False,
+    # Deterministic SVG: fixed ids, glyphs as paths (no fonts needed to view it).
+    "svg.hashsalt": "localbench",
+    "svg.fonttype": "path",
+}
+# Chart file names (without extension) inside results/<profile>/charts/.
+SPEED_CHART = "speed-{task}"
+MEMORY_CHART = "peak-memory"
+ROOFLINE_CHART = "decode-roofline"
+FORMATS = ("png", "svg")
+# The task whose results carry a decode roofline (bytes read per token).
+ROOFLINE_TASK = "text-generation"
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A metric's median and the 10th to 90th percentile of its raw samples."""
+
+    median: float
+    p10: float
+    p90: float
+    count: int
+
+    def scaled(self, factor: float) -> Spread:
+        """The same spread in another unit (``factor`` times every figure)."""
+        return Spread(self.median * factor, self.p10 * factor, self.p90 * factor, self.count)
+
+
+def spread(measurement: object) -> Spread | None:
+    """The :class:`Spread` of a result's metric (``{"median", "values", ...}``), from its
+    raw samples; None when the metric is missing."""
+    if not isinstance(measurement, dict) or measurement.get("median") is None:
+        return None
+    median = float(measurement["median"])
+    values = [float(v) for v in measurement.get("values") or [] if math.isfinite(float(v))]
+    if not values:
+        return Spread(median, median, median, int(measurement.get("count") or 0))
+    return Spread(median, percentile(values, 10), percentile(values, 90), len(values))
+
+
+@dataclass(frozen=True)
+class ChartRow:
+    """One result (a model with one backend) as the charts show it."""
+
+    model: str
+    display_name: str
+    synthetic: bool
+    backend: str
+    task: str
+    measured: bool
+    status: str
+    decode: Spread | None
+    ttft: Spread | None
+    peak_gb: float | None
+    roofline: dict | None
+
+    @property
+    def label(self) -> str:
+        """The model's tick label: its display name, and a second line for random weights."""
+        return self.display_name + ("\nsynthetic weights" if self.synthetic else "")
+
+
+def chart_row(result: dict, display_names: dict[str, str]) -> ChartRow:
+    """The chart view of one result file."""
+    measured = result["status"] == MEASURED
+    metrics = result.get("metrics") or {}
+    status = STATUS_LABELS.get(result["status"], result["status"])
+    if not measured:
+        reason = " ".join(str(result.get("reason") or "no reason recorded").split())
+        status = f"{status}: {reason}"
+        if len(status) > REASON_LENGTH:
+            status = status[: REASON_LENGTH - 1] + "\u2026"
+    peak = (result.get("memory") or {}).get("peak_bytes")
+    roofline = result.get("roofline")
+    return ChartRow(
+        model=result["model"],
+        display_name=display_names.get(result["model"]) or result["model"],
+        synthetic=weights_label(result).startswith("synthetic"),
+        backend=result.get("backend_requested", "eager"),
+        task=result["task"],
+        measured=measured,
+        status=status,
+        decode=spread(metrics.get("decode_tokens_per_s")) if measured else None,
+        ttft=spread(metrics.get("ttft_ms")) if measured else None,
+        peak_gb=peak / GB if measured and peak else None,
+        roofline=roofline if measured and isinstance(roofline, dict) else None,
+    )
+
+
+def chart_rows(results: Iterable[dict], display_names: dict[str, str]) -> list[ChartRow]:
+    """Every result as a :class:`ChartRow`, in the order given (config order)."""
+    return [chart_row(result, display_names) for result in results]
+
+
+def grouped(rows: Iterable[ChartRow]) -> list[tuple[str, list[ChartRow]]]:
+    """Rows grouped by model, first appearance first: (tick label, rows of its backends)."""
+    groups: dict[str, tuple[str, list[ChartRow]]] = {}
+    for row in rows:
+        groups.setdefault(row.model, (row.label, []))[1].append(row)
+    return list(groups.values())
+
+
+def _backends(groups: list[tuple[str, list[ChartRow]]]) -> list[str]:
+    order = list(BACKEND_COLOURS)
+    found = {row.backend for _label, rows in groups for row in rows}
+    return sorted(found, key=lambda b: (order.index(b) if b in order else len(order), b))
+
+
+def _colour(backend: str) -> str:
+    return BACKEND_COLOURS.get(backend, OTHER_COLOUR)
+
+
+def number(value: float) -> str:
+    """A figure with the digits it deserves: 1234, 123, 12.3, 1.23, 0.0123."""
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def _bar_panel(
+    ax,
+    groups: list[tuple[str, list[ChartRow]]],
+    value: Callable[[ChartRow], Spread | None],
+    text: Callable[[ChartRow, Spread], str],
+    title: str,
+    xlabel: str,
+    floor: float = 0.0,
+) -> float:
+    """Horizontal bars, one band per model and one bar per backend, median with a
+    10th-90th percentile whisker and its figure at the end; a row that has no value
+    shows its status instead. Returns the largest figure drawn (for the axis)."""
+    backends = _backends(groups)
+    # A band holds two bars' room even for one backend: a lone bar stays a bar, not a block.
+    height = 0.8 / max(2, len(backends))
+    top = floor
+    notes = []
+    for index, (_label, rows) in enumerate(groups):
+        for row in rows:
+            slot = backends.index(row.backend) + 0.5
+            y = index + height * (slot - len(backends) / 2)
+            figure = value(row)
+            if figure is None:
+                why = row.status if not row.measured else "not recorded"
+                notes.append((y, f"{row.backend}: {why}"))
+                continue
+            ax.barh(y, figure.median, height=height * 0.85, color=_colour(row.backend))
+            if figure.p90 > figure.p10:
+                ax.errorbar(
+                    figure.median,
+                    y,
+                    xerr=[[figure.median - figure.p10], [figure.p90 - figure.median]],
+                    fmt="none",
+                    ecolor="#222222",
+                    elinewidth=1,
+                    capsize=2.5,
+                )
+            ax.annotate(
+                text(row, figure),
+                (max(figure.p90, figure.median), y),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+            )
+            top = max(top, figure.p90, figure.median)
+    # Room at the right for the figures written after the bars.
+    limit = top * 1.3 if top > 0 else 1.0
+    ax.set_xlim(0, limit)
+    for y, note in notes:
+        ax.text(
+            limit * 0.01,
+            y,
+            note,
+            va="center",
+            fontsize=8,
+            style="italic",
+            color=NOT_MEASURED_COLOUR,
+            clip_on=True,
+        )
+    ax.set_yticks(range(len(groups)), [label for label, _rows in groups])
+    ax.set_ylim(len(groups) - 0.5, -0.5)
+    ax.set_title(title, loc="left")
+    ax.set_xlabel(xlabel)
+    ax.tick_params(axis="y", length=0)
+    return top
+
+
+def _legend(fig, groups, extra: list = ()) -> None:
+    handles = [Patch(color=_colour(b), label=f"{b} backend") for b in _backends(groups)]
+    if not handles and not extra:
+        return
+    fig.legend(
+        handles=handles + list(extra),
+        loc="outside lower center",
+        ncols=min(3, len(handles) + len(extra)),
+        frameon=False,
+        fontsize=8,
+    )
+
+
+def _figure(groups: list[tuple[str, list[ChartRow]]]) -> Figure:
+    bars = sum(len(rows) for _label, rows in groups)
+    height = 1.7 + 0.3 * bars + 0.2 * len(groups)
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _runs_text(rows: Iterable[ChartRow], attribute: str) -> str:
+    counts = sorted({getattr(r, attribute).count for r in rows if getattr(r, attribute)})
+    if not counts:
+        return "no measured runs"
+    runs = "/".join(str(c) for c in counts)
+    return f"median of {runs} measured runs; whiskers: 10th to 90th percentile"
+
+
+def speed_figure(rows: list[ChartRow], task: str, profile: str) -> Figure:
+    """Decode speed and time to first token of one task's models, side by side."""
+    groups = grouped(r for r in rows if r.task == task)
+    fig = _figure(groups)
+    decode_ax, ttft_ax = fig.subplots(1, 2, sharey=True)
+    task_rows = [r for _label, rs in groups for r in rs]
+    _bar_panel(
+        decode_ax,
+        groups,
+        lambda r: r.decode,
+        lambda _r, s: number(s.median),
+        "Decode speed (first token excluded)",
+        "tokens/s, higher is faster",
+    )
+    _bar_panel(
+        ttft_ax,
+        groups,
+        lambda r: r.ttft,
+        lambda _r, s: f"{number(s.median)} ms",
+        "Time to first token (prefill included)",
+        "milliseconds, lower is faster",
+    )
+    ttft_ax.tick_params(axis="y", labelleft=False)
+    fig.suptitle(
+        f"{TASK_LABELS.get(task, task)} on {profile}: {_runs_text(task_rows, 'decode')}",
+        x=0.01,
+        ha="left",
+        wrap=True,
+    )
+    _legend(fig, groups)
+    return fig
+
+
+def memory_figure(rows: list[ChartRow], profile: str) -> Figure:
+    """Peak memory of every model and backend, against the 16 / 24 / 32 GB tiers."""
+    groups = grouped(rows)
+    fig = _figure(groups)
+    ax = fig.subplots()
+
+    def peak(row: ChartRow) -> Spread | None:
+        return None if row.peak_gb is None else Spread(row.peak_gb, row.peak_gb, row.peak_gb, 1)
+
+    _bar_panel(
+        ax,
+        groups,
+        peak,
+        lambda _r, s: f"{s.median:.2f} GB",
+        "",
+        "GB (10^9 bytes) during the measured runs",
+        floor=TIERS_GB[-1] / 1.3 * 1.05,
+    )
+    tiers = []
+    for tier, colour in zip(TIERS_GB, TIER_COLOURS, strict=True):
+        ax.axvline(tier, color=colour, linewidth=1.2)
+        # The share of the tier kept for the system and applications.
+        ax.axvspan(tier * TIER_SHARE, tier, color=colour, alpha=0.12, linewidth=0)
+        ax.text(
+            tier,
+            1.0,
+            f"{tier} GB",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color=colour,
+        )
+        tiers.append(
+            Patch(
+                color=colour,
+                label=f"{tier} GB machine (shaded: above the {tier * TIER_SHARE:g} GB a "
+                "model may use)",
+            )
+        )
+    fig.suptitle(
+        f"Peak memory on {profile}: a machine holds a model at up to {TIER_SHARE:.0%} "
+        "of its memory",
+        x=0.01,
+        ha="left",
+        wrap=True,
+    )
+    _legend(fig, groups, tiers)
+    return fig
+
+
+def roofline_figure(rows: list[ChartRow], profile: str) -> Figure:
+    """Bytes read per second while decoding (decode rate times bytes read per token),
+    against the machine's measured copy bandwidth: the decode roofline."""
+    groups = grouped(r for r in rows if r.task == ROOFLINE_TASK)
+    bandwidths = sorted(
+        {r.roofline["bandwidth_gb_per_s"] for _l, rs in groups for r in rs if r.roofline}
+    )
+    fig = _figure(groups)
+    ax = fig.subplots()
+
+    def achieved(row: ChartRow) -> Spread | None:
+        if row.decode is None or not row.roofline:
+            return None
+        return row.decode.scaled(row.roofline["bytes_per_token"] / GB)
+
+    def text(row: ChartRow, figure: Spread) -> str:
+        percent = row.roofline.get("decode_percent_of_roofline")
+        share = f", {percent:.0f}% of roofline" if percent is not None else ""
+        return f"{number(figure.median)} GB/s{share}"
+
+    _bar_panel(
+        ax,
+        groups,
+        achieved,
+        text,
+        "Bytes read per second while decoding = decode rate \u00d7 bytes read per token",
+        "GB/s",
+        floor=(bandwidths[-1] if bandwidths else 0.0) * 1.1,
+    )
+    extra = []
+    for bandwidth in bandwidths:
+        ax.axvline(bandwidth, color="#222222", linestyle="--", linewidth=1.2)
+    if bandwidths:
+        shown = " / ".join(f"{b:.1f}" for b in bandwidths)
+        extra.append(
+            Patch(
+                facecolor="none",
+                edgecolor="#222222",
+                linestyle="--",
+                label=f"measured copy bandwidth: {shown} GB/s (100% of roofline)",
+            )
+        )
+    runs = _runs_text([r for _label, rs in groups for r in rs], "decode")
+    fig.suptitle(
+        f"Decode roofline on {profile}: {runs}",
+        x=0.01,
+        ha="left",
+        wrap=True,
+    )
+    _legend(fig, groups, extra)
+    return fig
+
+
+def figure_bytes(fig: Figure, fmt: str) -> bytes:
+    """The figure as PNG or SVG bytes, with no date in them."""
+    buffer = io.BytesIO()
+    metadata = {"Date": None} if fmt == "svg" else {}
+    fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=metadata, facecolor="white")
+    return buffer.getvalue()
+
+
+def chart_names(tasks: Iterable[str]) -> list[str]:
+    """The charts of a run whose models have ``tasks``: one speed chart per task, the
+    memory chart, and the roofline when a text-generation model is configured."""
+    tasks = list(dict.fromkeys(tasks))
+    names = [SPEED_CHART.format(task=task) for task in tasks] + [MEMORY_CHART]
+    if ROOFLINE_TASK in tasks:
+        names.append(ROOFLINE_CHART)
+    return names
+
+
+def chart_title(name: str) -> str:
+    """What the chart ``name`` (from :func:`chart_names`) shows, in a few words."""
+    if name == MEMORY_CHART:
+        return "Peak memory against the 16 / 24 / 32 GB tiers"
+    if name == ROOFLINE_CHART:
+        return "Decode roofline: bytes read per second against the measured bandwidth"
+    task = name.removeprefix(SPEED_CHART.format(task=""))
+    return f"{TASK_LABELS.get(task, task)}: decode speed and time to first token"
+
+
+def caption_name(name: str) -> str:
+    """The caption file (``workflow/report/<caption>.rst``) of the chart ``name``."""
+    if name == MEMORY_CHART:
+        return "chart-memory"
+    if name == ROOFLINE_CHART:
+        return "chart-roofline"
+    return "chart-speed"
+
+
+def chart_links(charts: list[str]) -> dict:
+    """The chart images a summary links, by place: ``speed`` (by task), ``memory`` and
+    ``roofline``, each ``{title, path}`` with the path as given (relative to the summary)."""
+    links: dict = {"speed": {}, "memory": None, "roofline": None}
+    for path in charts:
+        name = Path(path).stem
+        link = {"title": chart_title(name), "path": path}
+        if name == MEMORY_CHART:
+            links["memory"] = link
+        elif name == ROOFLINE_CHART:
+            links["roofline"] = link
+        else:
+            links["speed"][name.removeprefix(SPEED_CHART.format(task=""))] = link
+    return links
+
+
+def render_charts(
+    results: list[dict],
+    display_names: dict[str, str],
+    profile: str,
+    tasks: Iterable[str],
+    folder: str | Path,
+) -> list[Path]:
+    """Write the charts of :func:`chart_names` (``tasks``: the configured models' tasks)
+    into ``folder`` as PNG and SVG, each atomically; return the paths written."""
+    rows = chart_rows(results, display_names)
+    tasks = list(dict.fromkeys(tasks))
+    drawings = {SPEED_CHART.format(task=task): partial(speed_figure, task=task) for task in tasks}
+    drawings[MEMORY_CHART] = memory_figure
+    drawings[ROOFLINE_CHART] = roofline_figure
+    written = []
+    with rc_context(STYLE):
+        for name in chart_names(tasks):
+            fig = drawings[name](rows, profile=profile)
+            for fmt in FORMATS:
+                path = Path(folder) / f"{name}.{fmt}"
+                write_bytes(path, figure_bytes(fig, fmt))
+                written.append(path)
+    return written
