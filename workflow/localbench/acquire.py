@@ -16,6 +16,7 @@ from pathlib import Path
 
 from localbench import checkpoint, memory, results
 from localbench.device import available_memory_bytes, resolve_device
+from localbench.status import READY
 
 
 def _preflight(settings: dict, parameters: int) -> memory.MemoryEstimate:
@@ -130,7 +131,7 @@ def acquire(settings: dict, dest: Path) -> dict:
         manifest.setdefault(key, value)
     if manifest["parameters"] is None:
         manifest["parameters"] = manifest["stored_parameters"]
-    return {**manifest, "status": "ready", "reason": None}
+    return {**manifest, "status": READY, "reason": None}
 
 
 def ensure_intact(settings: dict, manifest: dict, dest: Path) -> list[str]:

@@ -47,6 +47,7 @@ from localbench.regression import (
     min_runs_each,
     parse_result,
 )
+from localbench.status import MEASURED
 from localbench.summary import template_environment
 
 SEED_PROFILE = "mps-apple-m4-seed-report"
@@ -105,7 +106,7 @@ def profile_rows(data: bytes, profile: str, source: str) -> list[dict]:
         for record in reader:
             if reader.line_num > MAX_TABLE_ROWS:
                 raise BadTable(f"more than {MAX_TABLE_ROWS} lines")
-            if record.get("status") != "measured" or record.get("task") not in SPEED:
+            if record.get("status") != MEASURED or record.get("task") not in SPEED:
                 continue
             if not record.get("model") or None in record:
                 raise BadTable(f"line {reader.line_num}: no model, or more cells than columns")

@@ -87,10 +87,10 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import filter_repo_objects
 
+from localbench.status import FAILED, PENDING_ACCESS
+
 log = logging.getLogger(__name__)
 
-PENDING_ACCESS = "pending_access"
-FAILED = "failed"
 
 SAFETENSORS_PATTERNS = ("*.safetensors",)
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")

@@ -17,6 +17,8 @@ import os
 import stat
 from pathlib import Path
 
+from localbench.status import MEASURED
+
 PEERS_FOLDER = "peers"
 MAX_RECORD_BYTES = 2**20  # a record is a few kilobytes
 # llama.cpp's weight types that hold the same values as ours (the others are quantized).
@@ -122,7 +124,7 @@ def peer_table(records: list[dict], rows: list[dict], bandwidth_gb_per_s: float 
                 "percent": None,
                 "note": f"measured {record.get('measured_at', 'at an unrecorded time')}",
             }
-            if peer_row.get("status") != "measured":
+            if peer_row.get("status") != MEASURED:
                 entry["note"] = f"not measured: {peer_row.get('reason') or 'no reason recorded'}"
             size = _number(peer_row.get("file_bytes"))
             if entry["decode"] and size and bandwidth_gb_per_s:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from scipy.stats import mannwhitneyu
 
 from localbench.results import RECORDED_PACKAGES
+from localbench.status import MEASURED
 
 # A change is flagged when p < ALPHA and the medians differ by MIN_RELATIVE_CHANGE or more.
 ALPHA = 0.01
@@ -196,7 +197,7 @@ def parse_result(data: bytes, source: str) -> ComparedResult | None:
         raise BadResult(f"not JSON ({str(error)[:80]})") from None
     if not isinstance(record, dict):
         raise BadResult("not a JSON object")
-    if record.get("status") != "measured":
+    if record.get("status") != MEASURED:
         return None
     task = _key(record, "task", str)
     if task not in TESTED_METRICS:

@@ -9,22 +9,36 @@ from __future__ import annotations
 import datetime as dt
 import traceback
 
-MEASURED = "measured"
-SKIPPED = "skipped"
-FAILED = "failed"
-PENDING_ACCESS = "pending_access"
-UNSUPPORTED = "unsupported"
-STATUSES = (MEASURED, SKIPPED, FAILED, PENDING_ACCESS, UNSUPPORTED)
-STATUS_LABELS = {
-    MEASURED: "measured",
-    SKIPPED: "skipped",
-    FAILED: "failed",
-    PENDING_ACCESS: "pending access",
-    UNSUPPORTED: "not supported yet",
-}
+# The status words are defined in localbench.status; a result uses these, and the
+# modules that read results take them from here too.
+from localbench.status import (
+    FAILED,
+    MEASURED,
+    NOT_AVAILABLE,
+    PENDING_ACCESS,
+    SKIPPED,
+    UNSUPPORTED,
+)
+from localbench.status import LABELS as STATUS_LABELS
+from localbench.status import RESULT_STATUSES as STATUSES
+
+__all__ = [
+    "FAILED",
+    "MEASURED",
+    "NOT_AVAILABLE",
+    "RECORDED_PACKAGES",
+    "SCHEMA_VERSION",
+    "PENDING_ACCESS",
+    "SKIPPED",
+    "STATUSES",
+    "STATUS_LABELS",
+    "UNSUPPORTED",
+    "new_result",
+    "now_utc",
+    "one_line",
+]
+
 SCHEMA_VERSION = 1
-# An energy record's status where no counter can be read (its reason beside it).
-NOT_AVAILABLE = "not available"
 # The packages whose versions every result records (``environment.software``), so that a
 # comparison of two runs can name what changed between them.
 RECORDED_PACKAGES = (

@@ -29,6 +29,7 @@ from localbench.energy import measured_energy_observer
 from localbench.observers import Observers, RunObserver
 from localbench.progress import RunProgress
 from localbench.scenarios import SCENARIOS, throughput
+from localbench.status import READY
 from localbench.warmup import roofline_bandwidth
 
 METHOD = {
@@ -90,7 +91,7 @@ def run_benchmark(
 ) -> dict:
     """Benchmark one model as ``settings`` say; never raises for model-level problems.
     Progress goes to ``log`` (one line per run) and, on a terminal, a bar."""
-    if manifest.get("status") != "ready":
+    if manifest.get("status") != READY:
         result = results.new_result(settings, manifest["status"], manifest.get("reason"))
         result["manifest"] = manifest
         result["environment"] = environment

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 import pandas as pd
 from localbench.archive import create_archive
 from localbench.logs import job_log
+from localbench.status import MEASURED
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     table = pd.read_csv(snakemake.input.table)  # noqa: F821
@@ -17,7 +18,7 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
         [Path(p) for p in snakemake.input.manifests],  # noqa: F821
         Path("archive"),
         snakemake.params.profile,  # noqa: F821
-        measured=int((table["status"] == "measured").sum()),
+        measured=int((table["status"] == MEASURED).sum()),
         results=len(table),
     )
     log.info("archived to %s", target)

@@ -11,6 +11,7 @@ from localbench.config import resolve_threads
 from localbench.device import use_threads
 from localbench.logs import job_log
 from localbench.pipelines.batch import BatchItem, run_stage_batch
+from localbench.status import DONE
 
 inputs = snakemake.input  # noqa: F821 - injected by Snakemake
 outputs = snakemake.output  # noqa: F821
@@ -34,7 +35,7 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         previous_batch=inputs.previous[0] if inputs.previous else None,
         log=log,
     )
-    done = sum(1 for f in record["files"] if f["status"] == "done")
+    done = sum(1 for f in record["files"] if f["status"] == DONE)
     log.info(
         "%s batch %s: %d of %d files done on %d threads",
         settings["stage"], params.batch, done, len(items), threads,

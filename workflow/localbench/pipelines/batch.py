@@ -19,10 +19,8 @@ from localbench.atomic import read_json, write_text
 from localbench.device import DTYPES, release_memory, resolve_device, resolve_dtype, synchronize
 from localbench.pipelines import media, stages
 from localbench.progress import FileProgress
+from localbench.status import DONE, FAILED, READY, SKIPPED
 
-DONE = "done"
-FAILED = "failed"
-SKIPPED = "skipped"
 FAILED_PREFIX = "FAILED: "
 TIMER = "time.perf_counter, read after a device synchronisation at both ends"
 
@@ -229,7 +227,7 @@ def run_stage_batch(
     loaded = None
     device = None
     try:
-        if manifest.get("status") != "ready":
+        if manifest.get("status") != READY:
             raise RuntimeError(
                 f"model {model_settings['name']} is not available "
                 f"({manifest.get('status')}: {manifest.get('reason')})"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localbench.pipelines.batch import DONE
 from localbench.results import now_utc
 from localbench.stats import Measurement
+from localbench.status import DONE, FAILED, SKIPPED
 from localbench.summary import md, template_environment
 
 
@@ -43,8 +43,8 @@ def _stage_row(stage: dict, batches: list[dict]) -> dict:
         "model": stage["model"],
         "synthetic": any(batch.get("synthetic") for batch in batches),
         "done": len(latencies),
-        "failed": sum(1 for f in files if f["status"] == "failed"),
-        "skipped": sum(1 for f in files if f["status"] == "skipped"),
+        "failed": sum(1 for f in files if f["status"] == FAILED),
+        "skipped": sum(1 for f in files if f["status"] == SKIPPED),
         "batches": len(batches),
         "loads": len(loads),
         "load_s_total": f"{sum(loads):.2f}" if loads else "n/a",
@@ -109,7 +109,7 @@ def report_context(
             else:
                 shortened = _shortened_output(name, record, extensions[stage["name"]])
                 step["reason"] = md(record["reason"]) + (f" ({shortened})" if shortened else "")
-                if record["status"] != "skipped":
+                if record["status"] != SKIPPED:
                     failures.append(
                         {"name": md(name), "stage": stage["name"], "reason": md(record["reason"])}
                     )
