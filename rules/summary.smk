@@ -50,6 +50,28 @@ rule render_charts:
         "../workflow/scripts/render_charts.py"
 
 
+rule render_throughput_chart:
+    input:
+        throughput=throughput_files(),
+    output:
+        png=report(
+            f"{RESULTS}/charts/{lbcharts.THROUGHPUT_CHART}.png",
+            caption="../workflow/report/chart-throughput.rst",
+            category="2. Charts",
+            labels={"chart": lbcharts.chart_title(lbcharts.THROUGHPUT_CHART)},
+        ),
+        svg=f"{RESULTS}/charts/{lbcharts.THROUGHPUT_CHART}.svg",
+    log:
+        f"{RESULTS}/logs/render_throughput_chart.log",
+    conda:
+        "../envs/localbench.yaml"
+    params:
+        display_names=DISPLAY_NAMES,
+        profile=PROFILE,
+    script:
+        "../workflow/scripts/render_throughput_chart.py"
+
+
 rule render_summary:
     input:
         table=f"{RESULTS}/benchmarks.csv",
@@ -60,8 +82,11 @@ rule render_summary:
         charts=rules.render_charts.output.png,
         # Records of peer engines run on this machine (benchmarks/llama_cpp_peer.py).
         peers=lbpeers.find_records(RESULTS),
-        # Batched decoding, one file per model, backend and batch size.
+        # Batched decoding, one file per model, backend and batch size, and its chart.
         throughput=throughput_files(),
+        throughput_chart=(
+            rules.render_throughput_chart.output.png if throughput_files() else []
+        ),
     output:
         summary=f"{RESULTS}/SUMMARY.md",
         page=report(

@@ -45,6 +45,35 @@ def test_every_backend_and_batch_size_is_its_own_measured_point(tiny_run):
     rows = [line for line in section.splitlines() if line.startswith(f"| {MODEL}")]
     assert len(rows) == len(points)
     assert all("(synthetic)" in row for row in rows)
+    # The chart of the points, linked under the table.
+    chart = tiny_run / "charts" / "throughput.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
+    assert "](charts/throughput.png)" in section
+    svg = (tiny_run / "charts" / "throughput.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+
+
+def test_throughput_chart_draws_measured_points_only(tmp_path):
+    """A failed point draws no line and no number; the measured points of each model and
+    backend are one line, with the bandwidth limit beside them."""
+    from localbench.charts import render_throughput_chart
+
+    def point(backend, batch, status="measured", rate=100.0):
+        record = {"model": MODEL, "status": status, "synthetic": True}
+        if status == "measured":
+            record |= {
+                "inputs": {"batch_size": batch},
+                "backend": {"used": backend},
+                "metrics": {"aggregate_tokens_per_s": {"median": rate * batch}},
+                "limit": {"tokens_per_s": 1000.0 * batch},
+            }
+        return record
+
+    records = [point("fast", 1), point("fast", 4), point("eager", 4, status="failed")]
+    written = render_throughput_chart(records, {MODEL: "Qwen 2.5 1.5B"}, "test", tmp_path)
+    svg = (tmp_path / "throughput.svg").read_text()
+    assert [p.name for p in written] == ["throughput.png", "throughput.svg"]
+    assert "fast" in svg and "eager" not in svg  # the legend names only drawn lines
 
 
 def test_adding_a_batch_size_measures_only_the_new_points(tiny_run, tmp_path):

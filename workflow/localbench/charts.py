@@ -24,6 +24,7 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from localbench.atomic import write_bytes
 from localbench.results import MEASURED, STATUS_LABELS
@@ -61,6 +62,7 @@ STYLE = {
 SPEED_CHART = "speed-{task}"
 MEMORY_CHART = "peak-memory"
 ROOFLINE_CHART = "decode-roofline"
+THROUGHPUT_CHART = "throughput"
 FORMATS = ("png", "svg")
 # The task whose results carry a decode roofline (bytes read per token).
 ROOFLINE_TASK = "text-generation"
@@ -358,7 +360,7 @@ def memory_figure(rows: list[ChartRow], profile: str) -> Figure:
 
 def roofline_figure(rows: list[ChartRow], profile: str) -> Figure:
     """Bytes read per second while decoding (decode rate times bytes read per token),
-    against the machine's measured copy bandwidth: the decode roofline."""
+    against the machine's measured read bandwidth: the decode roofline."""
     groups = grouped(r for r in rows if r.task == ROOFLINE_TASK)
     bandwidths = sorted(
         {r.roofline["bandwidth_gb_per_s"] for _l, rs in groups for r in rs if r.roofline}
@@ -395,7 +397,7 @@ def roofline_figure(rows: list[ChartRow], profile: str) -> Figure:
                 facecolor="none",
                 edgecolor="#222222",
                 linestyle="--",
-                label=f"measured copy bandwidth: {shown} GB/s (100% of roofline)",
+                label=f"measured read bandwidth: {shown} GB/s (100% of roofline)",
             )
         )
     runs = _runs_text([r for _label, rs in groups for r in rs], "decode")
@@ -407,6 +409,91 @@ def roofline_figure(rows: list[ChartRow], profile: str) -> Figure:
     )
     _legend(fig, groups, extra)
     return fig
+
+
+def throughput_figure(records: list[dict], display_names: dict[str, str], profile: str) -> Figure:
+    """Aggregate decode rate against batch size, one line per model and backend (measured
+    points only), with each model's bandwidth limit at every batch size dashed."""
+    lines: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    limits: dict[str, list[tuple[int, float]]] = {}
+    synthetic: dict[str, bool] = {}
+    for record in records:
+        if record.get("status") != MEASURED:
+            continue
+        batch = record["inputs"]["batch_size"]
+        name = display_names.get(record["model"]) or record["model"]
+        synthetic[name] = bool(record.get("synthetic"))
+        backend = (record.get("backend") or {}).get("used") or "eager"
+        aggregate = record["metrics"]["aggregate_tokens_per_s"]["median"]
+        lines.setdefault((name, backend), []).append((batch, aggregate))
+        if record.get("limit"):
+            limits.setdefault(name, []).append((batch, record["limit"]["tokens_per_s"]))
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.grid(True, which="major", axis="both")
+    markers = "osD^v<>"
+    names = list(dict.fromkeys(name for name, _backend in lines))
+    for (name, backend), points in lines.items():
+        points.sort()
+        label = f"{name}{' (synthetic weights)' if synthetic[name] else ''}, {backend}"
+        ax.plot(
+            [b for b, _ in points],
+            [v for _, v in points],
+            marker=markers[names.index(name) % len(markers)],
+            color=_colour(backend),
+            label=label,
+        )
+        for batch, value in points:
+            ax.annotate(
+                number(value), (batch, value), textcoords="offset points", xytext=(4, 4),
+                fontsize=8,
+            )  # fmt: skip
+    for name, points in limits.items():
+        points = sorted(set(points))
+        ax.plot(
+            [b for b, _ in points],
+            [v for _, v in points],
+            linestyle="--",
+            color="#222222",
+            linewidth=1.0,
+            marker=markers[names.index(name) % len(markers)] if name in names else None,
+            markerfacecolor="none",
+            label=f"{name}: bandwidth limit (weights read once per step, cache per sequence)",
+        )
+    batches = sorted({b for points in lines.values() for b, _ in points})
+    if batches:
+        ax.set_xticks(batches, [str(b) for b in batches])
+    # Plain numbers on the log axis (the style keeps text out of TeX, so no 10^k labels).
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: number(value)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("sequences decoded together (batch size)")
+    ax.set_ylabel("aggregate tokens/s (log scale)")
+    if not lines:
+        ax.text(0.5, 0.5, "no throughput point was measured", ha="center", transform=ax.transAxes)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    fig.suptitle(
+        f"What batching buys on {profile}: aggregate decode rate (median of the runs)",
+        x=0.01,
+        ha="left",
+    )
+    return fig
+
+
+def render_throughput_chart(
+    records: list[dict], display_names: dict[str, str], profile: str, folder: str | Path
+) -> list[Path]:
+    """Write the throughput chart into ``folder`` as PNG and SVG; return the paths."""
+    written = []
+    with rc_context(STYLE):
+        fig = throughput_figure(records, display_names, profile)
+        for fmt in FORMATS:
+            path = Path(folder) / f"{THROUGHPUT_CHART}.{fmt}"
+            write_bytes(path, figure_bytes(fig, fmt))
+            written.append(path)
+    return written
 
 
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
@@ -429,6 +516,8 @@ def chart_names(tasks: Iterable[str]) -> list[str]:
 
 def chart_title(name: str) -> str:
     """What the chart ``name`` (from :func:`chart_names`) shows, in a few words."""
+    if name == THROUGHPUT_CHART:
+        return "What batching buys: aggregate decode rate against batch size"
     if name == MEMORY_CHART:
         return "Peak memory against the 16 / 24 / 32 GB tiers"
     if name == ROOFLINE_CHART:
@@ -449,11 +538,13 @@ def caption_name(name: str) -> str:
 def chart_links(charts: list[str]) -> dict:
     """The chart images a summary links, by place: ``speed`` (by task), ``memory`` and
     ``roofline``, each ``{title, path}`` with the path as given (relative to the summary)."""
-    links: dict = {"speed": {}, "memory": None, "roofline": None}
+    links: dict = {"speed": {}, "memory": None, "roofline": None, "throughput": None}
     for path in charts:
         name = Path(path).stem
         link = {"title": chart_title(name), "path": path}
-        if name == MEMORY_CHART:
+        if name == THROUGHPUT_CHART:
+            links["throughput"] = link
+        elif name == MEMORY_CHART:
             links["memory"] = link
         elif name == ROOFLINE_CHART:
             links["roofline"] = link

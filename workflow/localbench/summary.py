@@ -444,7 +444,10 @@ def summary_context(
         "tiers": recommendations(rows),
         "tier_share": TIER_SHARE,
         "total_storage": _bytes(total_storage),
-        "charts": charts or {"speed": {}, "memory": None, "roofline": None},
+        "charts": {
+            "throughput": None,
+            **(charts or {"speed": {}, "memory": None, "roofline": None}),
+        },
         # The tasks of each category, in config order, for their charts.
         "category_tasks": {
             category: list(dict.fromkeys(r["task_key"] for r in members))

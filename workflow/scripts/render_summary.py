@@ -29,7 +29,12 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
         peers,
         throughput_records=load_results(inputs.throughput),
         display_names=dict(snakemake.params.display_names),  # noqa: F821
-        charts=chart_links([Path(os.path.relpath(p, folder)).as_posix() for p in inputs.charts]),
+        charts=chart_links(
+            [
+                Path(os.path.relpath(p, folder)).as_posix()
+                for p in [*inputs.charts, *inputs.throughput_chart]
+            ]
+        ),
     )
     markdown = render_summary(context)
     write_text(output.summary, markdown)
