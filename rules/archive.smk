@@ -33,6 +33,14 @@ rule render_comparison:
             category="5. Comparison",
             labels={"content": "COMPARISON.html: every profile side by side"},
         ),
+        # Each model's speed on each machine, linked from COMPARISON.md.
+        chart=report(
+            "results/comparison.png",
+            caption="../workflow/report/chart-comparison.rst",
+            category="5. Comparison",
+            labels={"content": "comparison.png: each model's speed on each machine"},
+        ),
+        chart_svg="results/comparison.svg",
     log:
         "results/logs/render_comparison.log",
     conda:

@@ -148,6 +148,12 @@ def test_compare_lists_current_profiles_archives_and_the_seed_report(two_profile
     assert "Skipped archives" not in comparison
     row = next(line for line in comparison.splitlines() if line.startswith("| whisper-base |"))
     assert "1.00x" in row  # the baseline against itself
+    # The cross-machine chart beside it, linked from the Markdown, embedded in the page.
+    chart = two_profiles / "results" / "comparison.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
+    assert "](comparison.png)" in comparison
+    page = (two_profiles / "results" / "COMPARISON.html").read_text()
+    assert "data:image/png;base64," in page
 
     # Each current profile against its own earlier run.
     history = comparison.split("## Changes on one machine", 1)[1]

@@ -63,6 +63,11 @@ SPEED_CHART = "speed-{task}"
 MEMORY_CHART = "peak-memory"
 ROOFLINE_CHART = "decode-roofline"
 THROUGHPUT_CHART = "throughput"
+COMPARISON_CHART = "comparison"
+# One colour per machine in the cross-machine chart (Tableau 10).
+PROFILE_COLOURS = (
+    "#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d",
+)  # fmt: skip
 FORMATS = ("png", "svg")
 # The task whose results carry a decode roofline (bytes read per token).
 ROOFLINE_TASK = "text-generation"
@@ -494,6 +499,67 @@ def render_throughput_chart(
             write_bytes(path, figure_bytes(fig, fmt))
             written.append(path)
     return written
+
+
+def comparison_figure(lines: list[dict], profiles: list[str]) -> Figure:
+    """Each task's speed on each machine: one panel per task (its own unit and axis),
+    one group of bars per model and backend, one bar per profile that measured it."""
+    tasks = list(dict.fromkeys(line["task"] for line in lines))
+    heights = [max(1, len([x for x in lines if x["task"] == t])) for t in tasks] or [1]
+    rows_total = sum(heights)
+    fig = Figure(
+        figsize=(FIGURE_WIDTH_IN, 1.4 + 0.28 * rows_total * max(1, len(profiles))),
+        layout="constrained",
+    )
+    FigureCanvasAgg(fig)
+    if not tasks:
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, "no measured model to compare", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    axes = fig.subplots(len(tasks), 1, height_ratios=heights, squeeze=False)[:, 0]
+    bar = 0.8 / max(1, len(profiles))
+    for ax, task in zip(axes, tasks, strict=True):
+        task_lines = [x for x in lines if x["task"] == task]
+        unit = task_lines[0]["unit"]
+        labels = []
+        for row, line in enumerate(task_lines):
+            labels.append(f"{line['model']} ({line['backend']})")
+            for index, entry in enumerate(line["entries"]):
+                cell = entry["cell"]
+                if not cell or cell["speed"] is None:
+                    continue
+                y = row + (index - (len(profiles) - 1) / 2) * bar
+                colour = PROFILE_COLOURS[index % len(PROFILE_COLOURS)]
+                ax.barh(y, cell["speed"], height=bar * 0.9, color=colour)
+                synthetic = " syn." if cell.get("synthetic") else ""
+                text = f"{cell['bound']}{number(cell['speed'])}{synthetic}"
+                ax.annotate(
+                    text, (cell["speed"], y), textcoords="offset points", xytext=(3, -3),
+                    fontsize=7,
+                )  # fmt: skip
+        ax.set_yticks(range(len(task_lines)), labels)
+        ax.invert_yaxis()
+        ax.set_title(f"{TASK_LABELS.get(task, task)}: {unit}", loc="left")
+    handles = [
+        Patch(color=PROFILE_COLOURS[i % len(PROFILE_COLOURS)], label=profile)
+        for i, profile in enumerate(profiles)
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)))
+    fig.suptitle(
+        "Each model's speed on each machine (medians; syn.: synthetic weights)",
+        x=0.01,
+        ha="left",
+    )
+    return fig
+
+
+def render_comparison_chart(context: dict, png: str | Path, svg: str | Path) -> None:
+    """Write the cross-machine chart of a comparison context as PNG and SVG."""
+    with rc_context(STYLE):
+        fig = comparison_figure(context["lines"], context["profiles"])
+        write_bytes(png, figure_bytes(fig, "png"))
+        write_bytes(svg, figure_bytes(fig, "svg"))
 
 
 def figure_bytes(fig: Figure, fmt: str) -> bytes:

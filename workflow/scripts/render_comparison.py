@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.archive_reader import find_archives
 from localbench.atomic import write_text
+from localbench.charts import render_comparison_chart
 from localbench.compare import (
     comparison_context,
     gather,
@@ -39,6 +40,8 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
         refused + skipped + left_out,
         histories,
     )
+    render_comparison_chart(context, snakemake.output.chart, snakemake.output.chart_svg)  # noqa: F821
+    context["chart"] = Path(snakemake.output.chart).name  # noqa: F821 - beside COMPARISON.md
     write_text(snakemake.output[0], render_comparison(context))  # noqa: F821
     log.info("compared %d profiles", len(context["profiles"]))
     for entry in context["skipped"]:
@@ -62,5 +65,9 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     comparison = Path(snakemake.output[0])  # noqa: F821
     write_text(
         snakemake.output.page,  # noqa: F821
-        html_page(comparison.read_text(encoding="utf-8"), "Comparison across machines"),
+        html_page(
+            comparison.read_text(encoding="utf-8"),
+            "Comparison across machines",
+            comparison.parent,
+        ),
     )
