@@ -40,7 +40,12 @@ TASKS = [
     "text-generation", "image-captioning", "visual-question-answering", "multimodal",
     "speech-recognition",
 ]  # fmt: skip
-CHARTS = [f"speed-{task}" for task in TASKS] + ["peak-memory", "decode-roofline"]
+# The shipped config measures Qwen2.5's throughput (both backends, its batch sizes): the
+# summary adds their chart and the HTML report their result files.
+_SHIPPED = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
+_QWEN = _SHIPPED["models"]["qwen2.5-1.5b-instruct"]
+THROUGHPUT_POINTS = len(_QWEN["backend"]) * len(_QWEN["throughput"]["batch_sizes"])
+CHARTS = [f"speed-{task}" for task in TASKS] + ["peak-memory", "decode-roofline", "throughput"]
 TEXT_MODELS = SEED_MODELS[:3]
 FAST_MODELS = [m for m in SEED_MODELS if m != "deepseek-vl2-small"]  # both backends
 
@@ -214,7 +219,7 @@ def test_html_report_holds_summary_charts_results_comparison_and_provenance(tiny
     # Every result file, under its model's display name.
     assert sorted(categories["3. Model results"]) == sorted(DISPLAY_NAMES.values())
     files = [path for paths in categories["3. Model results"].values() for path in paths]
-    assert len(files) == len(SEED_MODELS) + len(FAST_MODELS)
+    assert len(files) == len(SEED_MODELS) + len(FAST_MODELS) + THROUGHPUT_POINTS
     qwen = json.loads(
         _decoded(results[f"results/test-machine/benchmarks/{SEED_MODELS[1]}/fast.json"])
     )
