@@ -55,7 +55,11 @@ RESULTS = f"{RESULTS_ROOT}/{PROFILE}"
 MODELS_ROOT = "models/_tiny" if config["size"] == "tiny" else "models"
 MODELS = lbconfig.enabled_models(config)
 # What tables, charts and the HTML report call each model (config `display_name`).
-DISPLAY_NAMES = {name: lbnames.display_name(config, name) for name in MODELS}
+DISPLAY_NAMES = {
+    name: shown
+    for name, shown in sorted(lbnames.display_names(config).items())
+    if name in MODELS
+}
 # The charts of the summary: one speed chart per task of the enabled models, memory,
 # and the decode roofline (localbench.charts).
 CHARTS = lbcharts.chart_names(config["models"][name]["task"] for name in MODELS)

@@ -45,7 +45,8 @@ rule render_charts:
     params:
         display_names=DISPLAY_NAMES,
         profile=PROFILE,
-        tasks=[config["models"][name]["task"] for name in MODELS],
+        # Sorted: reordering the config's models changes no chart.
+        tasks=sorted({config["models"][name]["task"] for name in MODELS}),
     script:
         "../workflow/scripts/render_charts.py"
 

@@ -128,7 +128,18 @@ def test_display_names_default_to_the_seed_report_or_the_repo_and_can_be_set(con
     assert display_name(config, "tiny") == "TinyLlama-1.1B"
 
 
+def test_one_repo_configured_twice_shows_each_config_key_beside_its_name(config):
+    config["models"]["blip-fp16"] = {**config["models"]["blip-base"], "dtype": "float16"}
+    check_display_names(config)
+    names = display_names(config)
+    assert names["blip-base"] == "BLIP base (blip-base)"
+    assert names["blip-fp16"] == "BLIP base (blip-fp16)"
+    config["models"]["blip-fp16"]["display_name"] = "BLIP base, fp16"
+    assert display_names(config)["blip-base"] == "BLIP base"
+
+
 def test_two_models_with_one_display_name_are_refused_naming_the_key_to_change(config):
+    config["models"]["qwen2.5-1.5b-instruct"]["display_name"] = "Qwen 2.5 1.5B"
     config["models"]["whisper-base"]["display_name"] = "qwen 2.5 1.5b"
     with pytest.raises(ConfigError) as caught:
         check_display_names(config)
@@ -136,6 +147,11 @@ def test_two_models_with_one_display_name_are_refused_naming_the_key_to_change(c
         "invalid config: models.whisper-base.display_name: 'qwen 2.5 1.5b' is also the "
         "display name of models.qwen2.5-1.5b-instruct; each model needs its own"
     )
+    # A name set in the config beside another model's default: the default one shows
+    # its config key, and nothing is refused.
+    del config["models"]["qwen2.5-1.5b-instruct"]["display_name"]
+    check_display_names(config)
+    assert display_names(config)["qwen2.5-1.5b-instruct"] == "Qwen 2.5 1.5B (qwen2.5-1.5b-instruct)"
 
 
 def test_model_settings_apply_defaults_then_overrides(config):

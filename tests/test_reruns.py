@@ -60,6 +60,7 @@ def test_one_models_benchmark_setting_reruns_only_that_model(finished_run):
     assert planned_jobs(finished_run) == {
         "benchmark_model": 2,  # its eager and fast jobs, nobody else's
         "aggregate_results": 1,
+        "render_charts": 1,
         "render_summary": 1,
         "report": 1,
     }
@@ -82,7 +83,12 @@ def test_revision_change_refetches_that_model_only(finished_run):
 
 def test_disabling_a_model_drops_its_row_without_rerunning_others(finished_run):
     edit_config(finished_run, lambda c: c["models"]["blip-base"].update(enabled=False))
-    assert planned_jobs(finished_run) == {"aggregate_results": 1, "render_summary": 1, "report": 1}
+    assert planned_jobs(finished_run) == {
+        "aggregate_results": 1,
+        "render_charts": 1,  # the charts show one model fewer
+        "render_summary": 1,
+        "report": 1,
+    }
 
 
 def test_a_global_setting_reruns_every_model(finished_run):
@@ -106,6 +112,7 @@ def test_adding_a_model_runs_only_that_model(finished_run):
         "fetch_model": 1,
         "benchmark_model": 2,  # eager and fast
         "aggregate_results": 1,
+        "render_charts": 1,
         "render_summary": 1,
         "report": 1,
     }

@@ -31,8 +31,19 @@ def display_name(config: dict, name: str) -> str:
 
 
 def display_names(config: dict) -> dict[str, str]:
-    """Every configured model's display name, by config key, in config order."""
-    return {name: display_name(config, name) for name in config["models"]}
+    """Every configured model's display name, by config key, in config order. Two models
+    whose default names are the same (one repo configured twice, say with another dtype)
+    each show their config key beside it, "BLIP base (blip-fp16)"; a name set in the
+    config is shown as set."""
+    models = config["models"]
+    names = {name: display_name(config, name) for name in models}
+    counts: dict[str, int] = {}
+    for shown in names.values():
+        counts[shown.casefold()] = counts.get(shown.casefold(), 0) + 1
+    for name, shown in names.items():
+        if counts[shown.casefold()] > 1 and not models[name].get("display_name"):
+            names[name] = f"{shown} ({name})"
+    return names
 
 
 def check_display_names(config: dict) -> None:
