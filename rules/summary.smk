@@ -86,7 +86,7 @@ rule render_summary:
         # Batched decoding, one file per model, backend and batch size, and its chart.
         throughput=throughput_files(),
         throughput_chart=(
-            rules.render_throughput_chart.output.png if throughput_files() else []
+            [rules.render_throughput_chart.output.png] if throughput_files() else []
         ),
     output:
         summary=f"{RESULTS}/SUMMARY.md",
