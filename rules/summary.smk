@@ -67,7 +67,12 @@ rule render_throughput_chart:
     conda:
         "../envs/localbench.yaml"
     params:
-        display_names=DISPLAY_NAMES,
+        # The names of the models it draws only: another model's change redraws nothing.
+        display_names={
+            name: DISPLAY_NAMES[name]
+            for name in MODELS
+            if lbconfig.throughput_batch_sizes(config, name)
+        },
         profile=PROFILE,
     script:
         "../workflow/scripts/render_throughput_chart.py"
