@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from localbench.backends.fast import FastDecoder, supports
+from localbench.backends.fast import FastDecoder
 from localbench.inputs import prompt_ids
 from localbench.observers import RunObserver
 from localbench.roofline import decode_roofline
-from localbench.scenarios.common import generation_metrics
+from localbench.scenarios.common import generation_metrics, llama_family_backend
 from localbench.stats import Measurement
 from localbench.timing import Run, greedy_fixed_length, repeat, timed_generate
 
@@ -62,11 +62,7 @@ def measure(
     ``observer`` hears of each run between runs."""
     tokenizer = loaded.processor
     input_ids = prompt_ids(tokenizer, bench["prompt_tokens"]).to(loaded.device)
-    backend_used, note = backend, None
-    if backend == "fast":
-        ok, why = supports(loaded.model)
-        if not ok:
-            backend_used, note = "eager", f"fast backend not available ({why}); ran eager"
+    backend_used, note = llama_family_backend(loaded.model, backend)
     runner = _fast if backend_used == "fast" else _eager
     runs, tokens, details = runner(loaded, input_ids, bench, observer)
     for run in runs:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from localbench.backends.fast import FastDecoder, supports
+from localbench.backends.fast import FastDecoder
 from localbench.device import synchronize
 from localbench.inputs import prompt_ids
 from localbench.observers import RunObserver
 from localbench.roofline import kv_cache_bytes, weight_bytes_read_per_token
+from localbench.scenarios.common import llama_family_backend
 from localbench.stats import Measurement
 from localbench.timing import greedy_fixed_length, repeat, timed_generate
 
@@ -86,11 +87,7 @@ def measure(
     batch = settings["batch_size"]
     prompt = prompt_ids(loaded.processor, settings["prompt_tokens"])
     input_ids = prompt.repeat(batch, 1).to(loaded.device)
-    backend_used, note = backend, None
-    if backend == "fast":
-        ok, why = supports(loaded.model)
-        if not ok:
-            backend_used, note = "eager", f"fast backend not available ({why}); ran eager"
+    backend_used, note = llama_family_backend(loaded.model, backend)
     runner = _fast if backend_used == "fast" else _eager
     runs, details = runner(loaded, input_ids, settings, observer)
     new_tokens = settings["new_tokens"]
