@@ -36,10 +36,10 @@ install:
 	touch $(INSTALLED)
 
 # The benchmark, then the HTML report of it (Snakemake's --report, from the same
-# .snakemake records), in the results folder that localbench.locate names for CONFIG.
+# .snakemake records), in the results folder that localbench.report.locate names for CONFIG.
 report: $(INSTALLED)
 	$(SNAKEMAKE) report $(OVERRIDES)
-	@results=$$(PYTHONPATH=workflow $(BIN)/python -m localbench.locate $(CONFIG)) && \
+	@results=$$(PYTHONPATH=workflow $(BIN)/python -m localbench.report.locate $(CONFIG)) && \
 	$(SNAKEMAKE) --report "$$results/report.html" html_report $(OVERRIDES) && \
 	echo "Markdown summary: $$results/SUMMARY.md" && \
 	echo "HTML report:      $$results/report.html (one file, charts included)"

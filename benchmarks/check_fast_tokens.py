@@ -17,10 +17,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
-from localbench.backends.fast import FastDecoder  # noqa: E402
-from localbench.inputs import prompt_ids  # noqa: E402
-from localbench.loading import load_model
-from localbench.timing import greedy_fixed_length  # noqa: E402
+from localbench.engine.backends.fast import FastDecoder  # noqa: E402
+from localbench.engine.generation import greedy_fixed_length  # noqa: E402
+from localbench.engine.loading import load_model
+from localbench.measure.inputs import prompt_ids  # noqa: E402
 
 PROMPT_TOKENS, NEW_TOKENS = 128, 256
 

@@ -22,9 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
-from localbench.architectures import load_architecture, model_class, transformers_config  # noqa: E402
-from localbench.backends import decode_attention, gemv  # noqa: E402
-from localbench.backends.fast import FastDecoder  # noqa: E402
+from localbench.engine.backends import decode_attention, gemv  # noqa: E402
+from localbench.engine.backends.fast import FastDecoder  # noqa: E402
+from localbench.fetch.architectures import model_class, transformers_config  # noqa: E402
+from localbench.fetch.reference import load_architecture  # noqa: E402
 
 # name: (attention kernel, matrix-vector kernels, what it is)
 VARIANTS = {

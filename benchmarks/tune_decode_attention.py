@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
-from localbench.backends import decode_attention  # noqa: E402
+from localbench.engine.backends import decode_attention  # noqa: E402
 
 SHAPES = {"qwen2.5-1.5b": (12, 2, 128, True), "llama-3.2-3b": (24, 8, 128, False)}
 

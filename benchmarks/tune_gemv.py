@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "workflow"))
 
-from localbench.architectures import load_architecture  # noqa: E402
-from localbench.backends import gemv  # noqa: E402
+from localbench.engine.backends import gemv  # noqa: E402
+from localbench.fetch.reference import load_architecture  # noqa: E402
 
 REPOS = {
     "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B-Instruct",

@@ -6,14 +6,14 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from localbench import charts as lbcharts
+from localbench.report import charts as lbcharts
 from localbench import config as lbconfig
-from localbench import names as lbnames
-from localbench.archive_reader import find_archives
+from localbench.report import names as lbnames
+from localbench.report.archive_reader import find_archives
 from localbench.config_files import check_config_file
-from localbench.device import DeviceUnavailable
-from localbench.locate import RESULTS_ROOT, run_profile
-from localbench import peers as lbpeers
+from localbench.engine.device import DeviceUnavailable
+from localbench.report.locate import RESULTS_ROOT, run_profile
+from localbench.report import peers as lbpeers
 from localbench.locks import clear_stale_locks
 from localbench.pipelines import plan as lbplan
 from localbench.pipelines.plan import check_pipelines
@@ -61,7 +61,7 @@ DISPLAY_NAMES = {
     if name in MODELS
 }
 # The charts of the summary: one speed chart per task of the enabled models, memory,
-# and the decode roofline (localbench.charts).
+# and the decode roofline (localbench.report.charts).
 CHARTS = lbcharts.chart_names(config["models"][name]["task"] for name in MODELS)
 # CPU threads of every benchmark job and of the warm-up (config `threads`).
 THREADS = lbconfig.resolve_threads(config["threads"])

@@ -62,8 +62,8 @@ def tiny_checkpoint_model(tmp_path_factory):
     """Load the tiny synthetic model of a repository (float32, on the GPU if there is
     one), once per session: ``tiny_checkpoint_model(repo)``."""
     import torch
-    from localbench.loading import load_model
-    from localbench.synthetic import build_synthetic_checkpoint
+    from localbench.engine.loading import load_model
+    from localbench.fetch.synthetic import build_synthetic_checkpoint
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = {}

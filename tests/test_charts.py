@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ElementTree
 import zlib
 
 import pytest
-from localbench.charts import (
+from localbench.report.charts import (
     MEMORY_CHART,
     ROOFLINE_CHART,
     chart_links,
@@ -18,7 +18,7 @@ from localbench.charts import (
     speed_figure,
     spread,
 )
-from localbench.charts import (
+from localbench.report.charts import (
     chart_rows as rows_of,
 )
 from matplotlib.patches import Rectangle

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 from localbench.config import ConfigError, check_config, enabled_models, model_settings
-from localbench.names import check_display_names, display_name, display_names
+from localbench.report.names import check_display_names, display_name, display_names
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_REPOS = {

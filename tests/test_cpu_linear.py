@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from localbench.backends import cpu_linear
+from localbench.engine.backends import cpu_linear
 
 pytestmark = pytest.mark.skipif(
     cpu_linear.unavailable_reason() is not None,

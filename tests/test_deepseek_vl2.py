@@ -6,15 +6,16 @@ import json
 
 import pytest
 import torch
-from localbench import acquire, results
-from localbench.architectures import architecture_for, count_parameters
+from localbench import results
 from localbench.deepseek_vl2 import synthetic, tiling
 from localbench.deepseek_vl2.config import REPO, ConfigMismatch, resolve
 from localbench.deepseek_vl2.loading import load
 from localbench.deepseek_vl2.model import Projector
-from localbench.inputs import QUESTION, benchmark_image
-from localbench.loading import load_model
-from localbench.synthetic import build_synthetic_checkpoint
+from localbench.engine.loading import load_model
+from localbench.fetch import acquire
+from localbench.fetch.architectures import architecture_for, count_parameters
+from localbench.fetch.synthetic import build_synthetic_checkpoint
+from localbench.measure.inputs import QUESTION, benchmark_image
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file

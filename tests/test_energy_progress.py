@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from localbench.energy import (
+from localbench.engine.generation import Run
+from localbench.measure.energy import (
     EnergyObserver,
     EnergyUnavailable,
     RaplCounter,
@@ -18,10 +19,10 @@ from localbench.energy import (
     rapl_domains,
     warmup_energy,
 )
-from localbench.observers import Observers
-from localbench.progress import FileProgress, RunProgress
+from localbench.measure.observers import Observers
+from localbench.measure.progress import FileProgress, RunProgress
+from localbench.measure.timing import repeat
 from localbench.results import MEASURED, NOT_AVAILABLE
-from localbench.timing import Run, repeat
 
 MAX_RANGE_UJ = 262_143_328_850  # a real package counter's range
 

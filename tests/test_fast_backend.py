@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import trace_as_one_graph
-from localbench.backends import cpu_linear
-from localbench.backends.fast import FastDecoder, _argmax, supports
-from localbench.inputs import prompt_ids
-from localbench.loading import load_model
-from localbench.roofline import decode_roofline, kv_cache_bytes, weight_bytes_read_per_token
-from localbench.synthetic import build_synthetic_checkpoint
-from localbench.timing import GREEDY, greedy_fixed_length
+from localbench.engine.backends import cpu_linear
+from localbench.engine.backends.fast import FastDecoder, _argmax, supports
+from localbench.engine.generation import GREEDY, greedy_fixed_length
+from localbench.engine.loading import load_model
+from localbench.fetch.synthetic import build_synthetic_checkpoint
+from localbench.measure.inputs import prompt_ids
+from localbench.measure.roofline import decode_roofline, kv_cache_bytes, weight_bytes_read_per_token
 
 TEXT_REPOS = [
     "Qwen/Qwen2.5-1.5B-Instruct",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from localbench.backends.blip import BlipFastDecoder, start_ids, supports
-from localbench.inputs import benchmark_image
-from localbench.loading import load_model
-from localbench.synthetic import build_synthetic_checkpoint
-from localbench.timing import greedy_fixed_length
+from localbench.engine.backends.blip import BlipFastDecoder, start_ids, supports
+from localbench.engine.generation import greedy_fixed_length
+from localbench.engine.loading import load_model
+from localbench.fetch.synthetic import build_synthetic_checkpoint
+from localbench.measure.inputs import benchmark_image
 
 NEW_TOKENS = 16
 

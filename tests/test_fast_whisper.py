@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from localbench.backends.whisper import WhisperFastDecoder, supports
-from localbench.inputs import benchmark_audio
-from localbench.loading import load_model
-from localbench.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
-from localbench.synthetic import build_synthetic_checkpoint
-from localbench.timing import greedy_fixed_length
+from localbench.engine.backends.whisper import WhisperFastDecoder, supports
+from localbench.engine.generation import greedy_fixed_length
+from localbench.engine.loading import load_model
+from localbench.fetch.synthetic import build_synthetic_checkpoint
+from localbench.measure.inputs import benchmark_audio
+from localbench.measure.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
 from transformers import GenerationMixin
 
 NEW_TOKENS = 24

@@ -120,7 +120,7 @@ def tiny_settings(name: str, **benchmark) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_blip(tmp_path_factory):
-    from localbench.acquire import acquire
+    from localbench.fetch.acquire import acquire
 
     settings = tiny_settings("blip-base")
     dest = tmp_path_factory.mktemp("models") / "blip-base"
@@ -131,7 +131,7 @@ def tiny_blip(tmp_path_factory):
 
 @pytest.mark.parametrize("damage", ["truncated", "missing"])
 def test_damaged_weights_are_fetched_again_not_loaded(tiny_blip, damage):
-    from localbench.runner import run_benchmark
+    from localbench.measure.runner import run_benchmark
 
     settings, manifest, dest = tiny_blip
     weights = dest / "model.safetensors"
@@ -147,7 +147,7 @@ def test_damaged_weights_are_fetched_again_not_loaded(tiny_blip, damage):
 
 
 def test_running_out_of_memory_is_recorded_and_the_next_job_runs(tiny_blip):
-    from localbench.runner import run_benchmark
+    from localbench.measure.runner import run_benchmark
 
     settings, manifest, dest = tiny_blip
     # A real allocation failure: a 10^7 x 10^7 benchmark picture cannot be allocated.
@@ -266,7 +266,7 @@ def test_links_out_of_the_folder_and_folders_named_like_files_are_refused(tmp_pa
 def test_hub_failures_become_rows_and_the_token_is_written_nowhere(fake_hub, tmp_path):  # noqa: F811
     import tarfile
 
-    from localbench.synthetic import build_synthetic_checkpoint
+    from localbench.fetch.synthetic import build_synthetic_checkpoint
 
     served = tmp_path / "served"
     build_synthetic_checkpoint("Qwen/Qwen2.5-1.5B-Instruct", "tiny", served)

@@ -13,9 +13,9 @@ from conftest import trace_as_one_graph
 
 pytest.importorskip("triton")
 
-from localbench.backends import gemv  # noqa: E402
-from localbench.backends.fast import FastDecoder  # noqa: E402
-from localbench.inputs import prompt_ids  # noqa: E402
+from localbench.engine.backends import gemv  # noqa: E402
+from localbench.engine.backends.fast import FastDecoder  # noqa: E402
+from localbench.measure.inputs import prompt_ids  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

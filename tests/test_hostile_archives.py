@@ -19,12 +19,17 @@ from pathlib import Path
 
 import pytest
 from conftest import snakemake
-from localbench.archive import create_archive
-from localbench.archive_reader import MAX_READ_BYTES, ArchiveRefused, find_archives, read_archive
 from localbench.atomic import write_text
-from localbench.compare import comparison_context, gather, render_comparison
 from localbench.pipelines.report import render_report, report_context
-from localbench.summary import md, render_summary, summary_context
+from localbench.report.archive import create_archive
+from localbench.report.archive_reader import (
+    MAX_READ_BYTES,
+    ArchiveRefused,
+    find_archives,
+    read_archive,
+)
+from localbench.report.compare import comparison_context, gather, render_comparison
+from localbench.report.summary import md, render_summary, summary_context
 
 GOOD = "good-machine"
 HEADER = "model,backend,task,status,synthetic,decode_tokens_per_s_median,peak_memory_bytes\n"

@@ -203,7 +203,7 @@ def test_plain_profile_names_are_accepted(name):
 
 
 def test_detected_profiles_are_plain_names():
-    from localbench.hardware import profile_slug
+    from localbench.measure.hardware import profile_slug
 
     for accelerator, chip in [
         ("cuda", "NVIDIA H100 80GB HBM3"),

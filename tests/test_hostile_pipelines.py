@@ -32,7 +32,7 @@ from localbench.pipelines.plan import (
     printable_name,
     scan_inputs,
 )
-from localbench.summary import md
+from localbench.report.summary import md
 from media_files import picture, write_speech
 from test_pipelines import edit_config, out, records
 

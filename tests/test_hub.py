@@ -1,4 +1,4 @@
-"""Tests for localbench.hub against a fake Hugging Face Hub served on loopback.
+"""Tests for localbench.fetch.hub against a fake Hugging Face Hub served on loopback.
 
 The real huggingface_hub code runs unchanged; only its endpoint points at ``FakeHub``, which
 answers the few routes a snapshot download uses in huggingface_hub 2.4:
@@ -43,7 +43,7 @@ import pytest
 from huggingface_hub import constants
 from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import close_session
-from localbench.hub import (
+from localbench.fetch.hub import (
     AcquisitionError,
     classify_hub_error,
     download_checkpoint,
@@ -435,8 +435,8 @@ def test_gated_repo_with_token_lacking_access(hf, tmp_path, monkeypatch):
 
 
 def test_gated_llama_is_a_pending_access_result_not_a_crash(hf, tmp_path):
-    from localbench.acquire import acquire
-    from localbench.runner import run_benchmark
+    from localbench.fetch.acquire import acquire
+    from localbench.measure.runner import run_benchmark
 
     settings = {
         "name": "llama-3.2-3b-instruct",
@@ -672,7 +672,7 @@ def test_classify_errors_without_a_hub(monkeypatch):
 _CHILD = """
 import json, sys
 from pathlib import Path
-from localbench.hub import AcquisitionError, download_checkpoint
+from localbench.fetch.hub import AcquisitionError, download_checkpoint
 try:
     manifest = download_checkpoint("acme/tiny", "main", Path(sys.argv[1]))
     print(json.dumps({"ok": manifest["resolved_commit"]}))

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from localbench.hardware import detect
-from localbench.locate import main, run_config, run_profile
+from localbench.measure.hardware import detect
+from localbench.report.locate import main, run_config, run_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def test_a_bad_word_gives_one_line_and_no_folder(tmp_path):
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     completed = subprocess.run(
-        [sys.executable, "-m", "localbench.locate", "device=gpu"],
+        [sys.executable, "-m", "localbench.report.locate", "device=gpu"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

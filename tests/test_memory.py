@@ -1,5 +1,5 @@
 import pytest
-from localbench.memory import GB, estimate
+from localbench.engine.memory import GB, estimate
 
 
 def test_estimate_is_weights_plus_allowance_plus_headroom():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import os
 
-from localbench.pages import html_page, image_data_uri, markdown_to_html
+from localbench.report.pages import html_page, image_data_uri, markdown_to_html
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 
-from localbench.peers import find_records, load_records, peer_table
-from localbench.summary import render_summary, summary_context
+from localbench.report.peers import find_records, load_records, peer_table
+from localbench.report.summary import render_summary, summary_context
 
 QWEN = "qwen2.5-1.5b-instruct"
 
@@ -102,7 +102,7 @@ def test_unreadable_records_are_left_out_with_a_reason(tmp_path):
 
 
 def test_peer_rows_carry_the_roofline_share_and_the_fast_ratios():
-    from localbench.summary import model_row
+    from localbench.report.summary import model_row
 
     rows = [model_row(_result("eager", 2.0, 6.0)), model_row(_result("fast", 5.0, 30.0))]
     table = peer_table([_record()], rows, bandwidth_gb_per_s=20.0)

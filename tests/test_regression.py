@@ -9,17 +9,18 @@ import random
 from pathlib import Path
 
 import pytest
-from localbench.aggregate import results_table
-from localbench.archive import create_archive
-from localbench.archive_reader import MAX_READ_BYTES, MAX_READ_TOTAL_BYTES, find_archives
-from localbench.compare import (
+from localbench.measure.stats import Measurement
+from localbench.report.aggregate import results_table
+from localbench.report.archive import create_archive
+from localbench.report.archive_reader import MAX_READ_BYTES, MAX_READ_TOTAL_BYTES, find_archives
+from localbench.report.compare import (
     comparison_context,
     gather,
     machine_histories,
     regressions,
     render_comparison,
 )
-from localbench.regression import (
+from localbench.report.regression import (
     ALPHA,
     IMPROVEMENT,
     NO_CHANGE,
@@ -34,7 +35,6 @@ from localbench.regression import (
     setup,
     smallest_p_value,
 )
-from localbench.stats import Measurement
 
 # The run-to-run spread measured on this project's CPU machine: Qwen2.5 decode at about
 # 5 tokens/s with a coefficient of variation of 1-3% within one run.

@@ -2,7 +2,7 @@ import math
 import statistics
 
 import pytest
-from localbench.stats import Measurement, percentile
+from localbench.measure.stats import Measurement, percentile
 
 
 def test_percentile_interpolates_between_ranks():

@@ -1,4 +1,4 @@
-from localbench.summary import md, model_row, recommendations, weights_label
+from localbench.report.summary import md, model_row, recommendations, weights_label
 
 
 def test_md_escapes_everything_that_could_break_a_table_or_add_markup():

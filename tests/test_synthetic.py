@@ -7,20 +7,20 @@ import json
 import numpy as np
 import pytest
 import torch
-from localbench import architectures
-from localbench.architectures import (
+from localbench.engine.loading import MissingSafetensors, UnsupportedTask, load_model
+from localbench.fetch.architectures import count_parameters, tiny_config
+from localbench.fetch.reference import (
     SEED_TASKS,
     UnknownArchitecture,
     checkpoint_dtype,
-    count_parameters,
+    is_buildable,
     load_architecture,
-    tiny_config,
 )
-from localbench.loading import MissingSafetensors, UnsupportedTask, load_model
-from localbench.synthetic import build_synthetic_checkpoint, build_tokenizer
+from localbench.fetch.synthetic import build_synthetic_checkpoint
+from localbench.fetch.tokenizer import build_tokenizer
 from PIL import Image
 
-BUILDABLE = [repo for repo in SEED_TASKS if architectures.is_buildable(repo)]
+BUILDABLE = [repo for repo in SEED_TASKS if is_buildable(repo)]
 TEXT_REPOS = [repo for repo in BUILDABLE if SEED_TASKS[repo] == "text-generation"]
 CPU = torch.device("cpu")
 
@@ -91,7 +91,7 @@ def test_tiny_config_keeps_structure():
 
 def test_deepseek_vl2_is_built_by_the_project_not_transformers():
     # No transformers class: tests/test_deepseek_vl2.py builds and runs it.
-    assert not architectures.is_buildable("deepseek-ai/deepseek-vl2-small")
+    assert not is_buildable("deepseek-ai/deepseek-vl2-small")
     assert count_parameters("deepseek-ai/deepseek-vl2-small", "tiny") < 5_000_000
 
 

@@ -4,7 +4,7 @@ give the texts that generate() gives each file alone (tiny model, float32, CPU).
 from __future__ import annotations
 
 import pytest
-from localbench.acquire import acquire
+from localbench.fetch.acquire import acquire
 from localbench.pipelines.batch import BatchItem, run_stage_batch
 
 NOTES = [

@@ -9,9 +9,9 @@ import shutil
 import psutil
 import pytest
 from conftest import TINY, snakemake
-from localbench.compare import comparison_context, profile_rows, render_comparison
 from localbench.config import resolve_threads
-from localbench.warmup import copy_buffer_bytes
+from localbench.measure.warmup import copy_buffer_bytes
+from localbench.report.compare import comparison_context, profile_rows, render_comparison
 from media_files import picture
 
 MiB = 1 << 20

@@ -56,7 +56,7 @@ def test_every_backend_and_batch_size_is_its_own_measured_point(tiny_run):
 def test_throughput_chart_draws_measured_points_only(tmp_path):
     """A failed point draws no line and no number; the measured points of each model and
     backend are one line, with the bandwidth limit beside them."""
-    from localbench.charts import render_throughput_chart
+    from localbench.report.charts import render_throughput_chart
 
     def point(backend, batch, status="measured", rate=100.0):
         record = {"model": MODEL, "status": status, "synthetic": True}

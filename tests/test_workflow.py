@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from conftest import TINY, TWO_JOBS, snakemake
-from localbench.summary import md
+from localbench.report.summary import md
 
 SEED_MODELS = [
     "deepseek-r1-distill-qwen-1.5b",
@@ -235,7 +235,7 @@ def test_html_report_holds_summary_charts_results_comparison_and_provenance(tiny
 def test_energy_is_measured_or_not_available_with_its_reason(tiny_run):
     """On this project's VM no counter can be read: every result and the summary say
     so, with the reason; where one can, every measured result has its joules."""
-    from localbench.energy import EnergyUnavailable, energy_counter
+    from localbench.measure.energy import EnergyUnavailable, energy_counter
 
     try:
         energy_counter(torch.device("cpu"))

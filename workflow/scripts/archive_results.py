@@ -7,8 +7,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 import pandas as pd
-from localbench.archive import create_archive
 from localbench.logs import job_log
+from localbench.report.archive import create_archive
 from localbench.status import MEASURED
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake

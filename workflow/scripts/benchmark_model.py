@@ -8,10 +8,10 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 
 from localbench.atomic import read_json, write_json
-from localbench.hardware import software_record
 from localbench.logs import job_log
+from localbench.measure.hardware import software_record
+from localbench.measure.runner import run_benchmark
 from localbench.results import FAILED, new_result, one_line
-from localbench.runner import run_benchmark
 
 settings = read_json(snakemake.input.settings)  # noqa: F821 - injected by Snakemake
 inputs = snakemake.input  # noqa: F821

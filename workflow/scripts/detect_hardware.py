@@ -7,8 +7,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import write_json
-from localbench.hardware import detect
 from localbench.logs import job_log
+from localbench.measure.hardware import detect
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     record = detect(snakemake.params.device)  # noqa: F821

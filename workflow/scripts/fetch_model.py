@@ -7,8 +7,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 
-from localbench.acquire import acquire
 from localbench.atomic import read_json, write_json
+from localbench.fetch.acquire import acquire
 from localbench.logs import job_log
 from localbench.results import FAILED, now_utc, one_line
 

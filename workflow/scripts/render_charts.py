@@ -6,9 +6,9 @@ from pathlib import Path
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from localbench.aggregate import load_results
-from localbench.charts import render_charts
 from localbench.logs import job_log
+from localbench.report.aggregate import load_results
+from localbench.report.charts import render_charts
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     params = snakemake.params  # noqa: F821

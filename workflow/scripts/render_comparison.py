@@ -11,18 +11,18 @@ from pathlib import Path
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from localbench.archive_reader import find_archives
 from localbench.atomic import write_text
-from localbench.charts import render_comparison_chart
-from localbench.compare import (
+from localbench.logs import job_log
+from localbench.report.archive_reader import find_archives
+from localbench.report.charts import render_comparison_chart
+from localbench.report.compare import (
     comparison_context,
     gather,
     machine_histories,
     regressions,
     render_comparison,
 )
-from localbench.logs import job_log
-from localbench.pages import html_page
+from localbench.report.pages import html_page
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     inputs = snakemake.input  # noqa: F821

@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json, write_text
 from localbench.logs import job_log
-from localbench.pages import html_page
 from localbench.pipelines.report import render_report, report_context, summary_line
+from localbench.report.pages import html_page
 
 inputs = snakemake.input  # noqa: F821 - injected by Snakemake
 outputs = snakemake.output  # noqa: F821

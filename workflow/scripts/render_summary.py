@@ -8,13 +8,13 @@ from pathlib import Path
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from localbench.aggregate import load_results
 from localbench.atomic import read_json, write_text
-from localbench.charts import chart_links
 from localbench.logs import job_log
-from localbench.pages import html_page
-from localbench.peers import load_records
-from localbench.summary import render_summary, summary_context
+from localbench.report.aggregate import load_results
+from localbench.report.charts import chart_links
+from localbench.report.pages import html_page
+from localbench.report.peers import load_records
+from localbench.report.summary import render_summary, summary_context
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     inputs, output = snakemake.input, snakemake.output  # noqa: F821

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json
 from localbench.config import resolve_threads
-from localbench.device import use_threads
+from localbench.engine.device import use_threads
 from localbench.logs import job_log
 from localbench.pipelines.batch import BatchItem, run_stage_batch
 from localbench.status import DONE

@@ -7,9 +7,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import write_json
-from localbench.device import resolve_device, resolve_dtype
+from localbench.engine.device import resolve_device, resolve_dtype
 from localbench.logs import job_log
-from localbench.warmup import warm_up
+from localbench.measure.warmup import warm_up
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     device = resolve_device(snakemake.params.device)  # noqa: F821

@@ -65,7 +65,7 @@ class VL2Config:
 
 def code_defaults() -> dict:
     """Reference-code defaults the published config relies on (architecture file)."""
-    from localbench.architectures import load_architecture
+    from localbench.fetch.reference import load_architecture
 
     return load_architecture(REPO)["defaults"]
 

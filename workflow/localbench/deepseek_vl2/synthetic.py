@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from localbench.deepseek_vl2.config import resolve
+from localbench.fetch.tokenizer import build_tokenizer
 
 SHARDS = 4
 _WEIGHT_STD = 0.02
@@ -202,7 +203,6 @@ def build(architecture: dict, size: str, out_dir: Path, seed: int = 0) -> dict:
     """Write a random-weight checkpoint of the DeepSeek-VL2 ``architecture`` (already
     scaled to ``size``) into the empty folder ``out_dir``; return what build_synthetic_checkpoint
     returns for the other models."""
-    from localbench.synthetic import build_tokenizer
 
     out_dir = Path(out_dir)
     config = architecture["config"]

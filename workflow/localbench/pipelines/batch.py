@@ -14,11 +14,18 @@ from pathlib import Path
 
 import torch
 
-from localbench import memory, results
+from localbench import results
 from localbench.atomic import read_json, write_text
-from localbench.device import DTYPES, release_memory, resolve_device, resolve_dtype, synchronize
+from localbench.engine import memory
+from localbench.engine.device import (
+    DTYPES,
+    release_memory,
+    resolve_device,
+    resolve_dtype,
+    synchronize,
+)
+from localbench.measure.progress import FileProgress
 from localbench.pipelines import media, stages
-from localbench.progress import FileProgress
 from localbench.status import DONE, FAILED, READY, SKIPPED
 
 FAILED_PREFIX = "FAILED: "
@@ -38,7 +45,7 @@ class BatchItem:
 def uses_fast_backend(loaded, settings: dict) -> bool:
     """Whether a text-generation stage decodes with the fast backend: its ``backend``
     setting (default fast) and a model the fast decoder supports."""
-    from localbench.backends.fast import supports
+    from localbench.engine.backends.fast import supports
 
     return settings.get("backend", "fast") == "fast" and supports(loaded.model)[0]
 
@@ -60,7 +67,7 @@ def _run_texts_fast(
     """A text-generation stage's files on the fast backend: prompts of similar length
     decoded together, as many at once as ``stages.decode_batch_size`` allows. A file whose
     input cannot be read fails alone; a failed decode fails the files decoded with it."""
-    from localbench.backends.fast import FastDecoder
+    from localbench.engine.backends.fast import FastDecoder
 
     files, requests = [], []
     for item in items:
@@ -233,8 +240,8 @@ def run_stage_batch(
                 f"({manifest.get('status')}: {manifest.get('reason')})"
             )
         if pending:
-            from localbench.acquire import ensure_intact
-            from localbench.loading import load_model
+            from localbench.engine.loading import load_model
+            from localbench.fetch.acquire import ensure_intact
 
             # Damaged weights are fetched again, never loaded.
             if problems := ensure_intact(model_settings, manifest, model_dir):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from localbench.measure.stats import Measurement
+from localbench.report.summary import md, template_environment
 from localbench.results import now_utc
-from localbench.stats import Measurement
 from localbench.status import DONE, FAILED, SKIPPED
-from localbench.summary import md, template_environment
 
 
 def md_block(text: str) -> str:

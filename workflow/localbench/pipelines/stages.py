@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 from transformers import GenerationMixin
 
-from localbench.device import available_memory_bytes
+from localbench.engine.device import available_memory_bytes
+from localbench.engine.generation import GREEDY
+from localbench.measure.scenarios.image_to_text import VQA_PROMPT
+from localbench.measure.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
 from localbench.pipelines import media
 from localbench.pipelines.media import UnreadableInput
-from localbench.scenarios.image_to_text import VQA_PROMPT
-from localbench.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
-from localbench.timing import GREEDY
 
 # The shortest audio transcribed, in hops of the feature extractor. Whisper's extractor
 # makes one log-mel frame of 25 ms (n_fft 400) every 10 ms (hop_length 160 at 16 kHz),
