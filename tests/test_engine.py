@@ -81,3 +81,22 @@ def test_unknown_backend_and_bad_batch_are_refused(tiny_checkpoint_model):
     with pytest.raises(ValueError, match="at least 1"):
         Engine(loaded, "fast", max_batch=0)
     assert torch.is_inference_mode_enabled() is False
+
+
+@pytest.mark.parametrize("backend", ["eager", "fast"])
+def test_text_scenarios_measure_through_the_engine(tiny_checkpoint_model, backend):
+    from localbench.measure.scenarios import text_generation, throughput
+
+    loaded = tiny_checkpoint_model(TEXT_REPOS[0])
+    bench = {"prompt_tokens": 16, "new_tokens": 6, "warmup_runs": 1, "repetitions": 2}
+    single = text_generation.measure(loaded, bench, backend=backend)
+    assert single["backend"]["used"] == backend
+    assert len(single["generated_token_ids"]) == 6
+    assert single["metrics"]["decode_tokens_per_s"]["count"] == 2
+    batched = throughput.measure(loaded, {**bench, "batch_size": 3}, backend=backend)
+    assert batched["same_tokens_in_every_sequence"] is True
+    # The same prompt alone and three times over: the same greedy tokens.
+    assert batched["generated_token_ids"] == single["generated_token_ids"]
+    aggregate = batched["metrics"]["aggregate_tokens_per_s"]["median"]
+    sequence = batched["metrics"]["sequence_tokens_per_s"]["median"]
+    assert aggregate == pytest.approx(3 * sequence)

@@ -246,13 +246,17 @@ class TextRunner(Runner):
                     first_token=times[0],
                     end=times[-1] if len(prompts) > 1 else end,
                     inter_token_s=[b - a for a, b in zip(times, times[1:], strict=False)],
+                    last_token=times[-1],
                 )
             )
         return outputs
 
     def details(self) -> dict:
         if self.decoder is None:
-            return {}
+            return {
+                "timer": "host clock after a device sync; a stopping criterion syncs and "
+                "stamps each step"
+            }
         return self.decoder.details(
             "start: host clock after a device sync; first token: after a device sync; "
             "inter-token gaps: CUDA events between graph replays for one sequence of a fixed "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from localbench.engine.backends.fast import supports
 from localbench.engine.device import synchronize
 from localbench.engine.generation import Run
 from localbench.measure.stats import Measurement
@@ -49,13 +48,3 @@ def repeat_fast_requests(
         "CPU), no sync per token"
     )
     return runs, runs[-1].extra["tokens"], details
-
-
-def llama_family_backend(model, backend: str) -> tuple[str, str | None]:
-    """The backend a text model runs on, and why where it is not the one asked for:
-    ``fast`` falls back to eager for a model the fast decoder does not support."""
-    if backend == "fast":
-        ok, why = supports(model)
-        if not ok:
-            return "eager", f"fast backend not available ({why}); ran eager"
-    return backend, None

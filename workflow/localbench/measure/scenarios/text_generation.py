@@ -2,54 +2,25 @@
 
 from __future__ import annotations
 
-from localbench.engine.backends.fast import FastDecoder
-from localbench.engine.generation import Run, greedy_fixed_length
+from localbench.engine.generation import Run
+from localbench.engine.inference import Engine, Request
 from localbench.measure.inputs import prompt_ids
 from localbench.measure.observers import RunObserver
 from localbench.measure.roofline import decode_roofline
-from localbench.measure.scenarios.common import generation_metrics, llama_family_backend
+from localbench.measure.scenarios.common import generation_metrics
 from localbench.measure.stats import Measurement
-from localbench.measure.timing import repeat, timed_generate
+from localbench.measure.timing import repeat
 
 
-def _eager(loaded, input_ids, bench: dict, observer=None):
-    tokenizer = loaded.processor
-    attention_mask = input_ids.new_ones(input_ids.shape)
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id
-    kwargs = greedy_fixed_length(bench["new_tokens"])
+def _runs(engine: Engine, input_ids, bench: dict, observer=None):
+    """Warm-up and measured runs of one request of exactly ``new_tokens`` tokens."""
+    request = Request(prompt_ids=input_ids[0].tolist())
 
     def once() -> Run:
-        return timed_generate(
-            loaded.device,
-            lambda stop: loaded.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                pad_token_id=pad_id,
-                stopping_criteria=stop,
-                **kwargs,
-            ),
-        )
+        output = engine.run([request], bench["new_tokens"], force_new_tokens=True)[0]
+        return output.to_run()
 
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
-    tokens = runs[-1].extra["output"][0, input_ids.shape[1] :].tolist()
-    return runs, tokens, {}
-
-
-def _fast(loaded, input_ids, bench: dict, observer=None):
-    decoder = FastDecoder(loaded.model, max_len=input_ids.shape[1] + bench["new_tokens"])
-
-    def once() -> Run:
-        return decoder.generate(input_ids, bench["new_tokens"]).to_run()
-
-    runs = repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
-    details = decoder.details(
-        "first token: host clock after a device sync; decode: host clock after the last "
-        "token's sync; inter-token gaps: CUDA events between graph replays (host clock "
-        "on CPU), no sync per token"
-    )
-    return runs, runs[-1].extra["tokens"], details
+    return repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
 
 
 def measure(
@@ -63,9 +34,9 @@ def measure(
     ``observer`` hears of each run between runs."""
     tokenizer = loaded.processor
     input_ids = prompt_ids(tokenizer, bench["prompt_tokens"]).to(loaded.device)
-    backend_used, note = llama_family_backend(loaded.model, backend)
-    runner = _fast if backend_used == "fast" else _eager
-    runs, tokens, details = runner(loaded, input_ids, bench, observer)
+    engine = Engine(loaded, backend, max_batch=1)
+    runs = _runs(engine, input_ids, bench, observer)
+    tokens = runs[-1].extra["tokens"]
     for run in runs:
         if run.tokens != bench["new_tokens"]:
             raise RuntimeError(
@@ -77,7 +48,7 @@ def measure(
     ).to_dict()
     result = {
         "metrics": metrics,
-        "backend": {"requested": backend, "used": backend_used, "note": note, **details},
+        "backend": engine.details(),
         "inputs": {"prompt_tokens": int(input_ids.shape[1]), "new_tokens": bench["new_tokens"]},
         "generated_token_ids": tokens,
         "sample_output": tokenizer.decode(tokens, skip_special_tokens=True)[:200],

@@ -12,66 +12,31 @@ measured read bandwidth.
 
 from __future__ import annotations
 
-import torch
-
-from localbench.engine.backends.fast import FastDecoder
-from localbench.engine.device import synchronize
-from localbench.engine.generation import greedy_fixed_length
+from localbench.engine.generation import Run
+from localbench.engine.inference import Engine, Request
 from localbench.measure.inputs import prompt_ids
 from localbench.measure.observers import RunObserver
 from localbench.measure.roofline import kv_cache_bytes, weight_bytes_read_per_token
-from localbench.measure.scenarios.common import llama_family_backend
 from localbench.measure.stats import Measurement
-from localbench.measure.timing import repeat, timed_generate
+from localbench.measure.timing import repeat
 
 
-def _batch_run(run, sequences: list[list[int]]):
-    """A batch's run as the observers count it: every sequence's tokens and requests."""
-    run.extra["tokens"] = sequences
-    run.extra["requests"] = len(sequences)
-    run.tokens = sum(len(tokens) for tokens in sequences)
-    return run
+def _runs(engine: Engine, prompt: list[int], settings: dict, observer=None):
+    """Warm-up and measured runs of ``batch_size`` copies of the prompt decoded together,
+    exactly ``new_tokens`` each. A batch's run spans its first request's start to the
+    last token of any, and counts every sequence's tokens and requests."""
+    requests = [Request(prompt_ids=prompt) for _ in range(settings["batch_size"])]
 
+    def once() -> Run:
+        outputs = engine.run(requests, settings["new_tokens"], force_new_tokens=True)
+        run = outputs[0].to_run()
+        run.last_token = max(o.to_run().last_token for o in outputs)
+        run.end = max(o.end for o in outputs)
+        run.extra = {"tokens": [o.token_ids for o in outputs], "requests": len(outputs)}
+        run.tokens = sum(len(o.token_ids) for o in outputs)
+        return run
 
-def _eager(loaded, input_ids: torch.Tensor, settings: dict, observer=None):
-    tokenizer = loaded.processor
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    kwargs = greedy_fixed_length(settings["new_tokens"])
-
-    def once():
-        run = timed_generate(
-            loaded.device,
-            lambda stop: loaded.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                pad_token_id=pad_id,
-                stopping_criteria=stop,
-                **kwargs,
-            ),
-        )
-        output = run.extra.pop("output")
-        return _batch_run(run, output[:, input_ids.shape[1] :].tolist())
-
-    runs = repeat(once, settings["warmup_runs"], settings["repetitions"], observer)
-    return runs, {"timer": "host clock; a stopping criterion syncs and stamps each step"}
-
-
-def _fast(loaded, input_ids: torch.Tensor, settings: dict, observer=None):
-    batch, length = input_ids.shape
-    decoder = FastDecoder(loaded.model, max_len=length + settings["new_tokens"], batch=batch)
-    prompts = input_ids.tolist()
-
-    def once():
-        synchronize(loaded.device)
-        sequences = decoder.generate_batch(prompts, settings["new_tokens"], stop_at_end=False)
-        return _batch_run(sequences[0].to_run(), [s.tokens for s in sequences])
-
-    runs = repeat(once, settings["warmup_runs"], settings["repetitions"], observer)
-    details = decoder.details(
-        "host clock after a device sync at the first token and after the last step; "
-        "no sync between steps"
-    )
-    return runs, details
+    return repeat(once, settings["warmup_runs"], settings["repetitions"], observer)
 
 
 def measure(
@@ -86,11 +51,9 @@ def measure(
     ``settings`` holds batch_size, prompt_tokens, new_tokens, warmup_runs, repetitions.
     """
     batch = settings["batch_size"]
-    prompt = prompt_ids(loaded.processor, settings["prompt_tokens"])
-    input_ids = prompt.repeat(batch, 1).to(loaded.device)
-    backend_used, note = llama_family_backend(loaded.model, backend)
-    runner = _fast if backend_used == "fast" else _eager
-    runs, details = runner(loaded, input_ids, settings, observer)
+    prompt = prompt_ids(loaded.processor, settings["prompt_tokens"])[0].tolist()
+    engine = Engine(loaded, backend, max_batch=batch)
+    runs = _runs(engine, prompt, settings, observer)
     new_tokens = settings["new_tokens"]
     for run in runs:
         counts = {len(tokens) for tokens in run.extra["tokens"]}
@@ -112,10 +75,10 @@ def measure(
     first_sequence = runs[-1].extra["tokens"][0]
     result = {
         "metrics": metrics,
-        "backend": {"requested": backend, "used": backend_used, "note": note, **details},
+        "backend": engine.details(),
         "inputs": {
             "batch_size": batch,
-            "prompt_tokens": int(input_ids.shape[1]),
+            "prompt_tokens": len(prompt),
             "new_tokens": new_tokens,
         },
         "same_tokens_in_every_sequence": all(
