@@ -1,0 +1,360 @@
+"""Our pipelines against the transformers peer on one GPU, in one device call.
+
+    python3 benchmarks/pipelines_gpu.py            # the device call; carry .whl
+
+In order, each step logged to <work>/logs/<step>.log:
+
+1. installs the carried wheels (``.whl/*.whl``: snakemake, transformers 5, soundfile,
+   espeakng-loader, ...) into /tmp/site and puts it first on PYTHONPATH;
+2. writes --count voice notes and photos (benchmarks/pipeline_files.py) into the
+   pipelines' input folders (inputs/audio, inputs/images);
+3. builds the stages' checkpoints where missing, through the fetch rule
+   (``--config weights=synthetic``: full-size architectures, random weights);
+4. per pipeline: deletes its results (models kept) and times
+   ``python -m snakemake --cores 1 <pipeline> --config <same config>`` end to end, then
+   the peer (benchmarks/pipeline_peers.py) over the same files and checkpoints;
+5. prints a table (seconds end to end, per stage load and inference seconds and files/s,
+   output tokens of both), writes summary.json and packs the pipelines' results, the
+   peer's outputs and JSON and the logs into $OUT/pipelines-gpu.tar.gz.
+
+The whole run keeps to --deadline seconds (570: a device call's 10 minutes less the
+start); a step that would start too late is skipped, one that runs over is stopped
+(SIGTERM to its process group, then SIGKILL) and the summary says so. Only the standard
+library is imported here; CPU smoke test, from a clone with the venv:
+
+    python benchmarks/pipelines_gpu.py --no-install --count 4 --peer-device cpu \
+        --config size=tiny weights=synthetic device=cpu --work /tmp/pipelines-gpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = time.monotonic()
+# Seconds kept for the summary and the archive after the last step.
+RESERVE_S = 25
+# The least time worth starting a step with: ours and the peer for one pipeline.
+MIN_OURS_S = 90
+MIN_PEER_S = 45
+STOP_GRACE_S = 15
+
+
+def elapsed() -> float:
+    return time.monotonic() - T0
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the process group of a step started here (its own session)."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+class Runner:
+    def __init__(self, args, env: dict) -> None:
+        self.args = args
+        self.env = env
+        self.logs = args.work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.steps: list[dict] = []
+
+    def left(self) -> float:
+        return self.args.deadline - elapsed() - RESERVE_S
+
+    def run(self, name: str, command: list[str], need_s: float = 0, stdout: Path | None = None):
+        """Run ``command`` in the repository, output to logs/<name>.log (standard output to
+        ``stdout`` if given), stopped at the deadline; the step's record (seconds, exit
+        status, or why it did not run)."""
+        step = {"step": name, "command": shlex.join(command)}
+        self.steps.append(step)
+        left = self.left()
+        if left < need_s:
+            step["status"] = f"skipped: {left:.0f} s left, {need_s:.0f} s needed"
+            print(f"[{elapsed():6.1f} s] {name}: {step['status']}", flush=True)
+            return step
+        print(f"[{elapsed():6.1f} s] {name}: {step['command']}", flush=True)
+        log = self.logs / f"{name}.log"
+        start = time.monotonic()
+        with log.open("w") as sink, open(stdout or os.devnull, "w") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out if stdout else sink,
+                stderr=sink,
+                start_new_session=True,  # its own group: stopped whole at the deadline
+            )
+            try:
+                rc = process.wait(timeout=max(1.0, left))
+                step["status"] = "done" if rc == 0 else f"failed: exit status {rc}"
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    pass
+                _signal_group(process.pid, signal.SIGKILL)  # its jobs too, if any are left
+                process.wait()
+                step["status"] = f"stopped at the deadline after {time.monotonic() - start:.0f} s"
+        step["seconds"] = round(time.monotonic() - start, 3)
+        print(f"[{elapsed():6.1f} s] {name}: {step['status']}, {step['seconds']:.1f} s", flush=True)
+        if step["status"] != "done":
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print("\n".join(f"    {line}" for line in tail), flush=True)
+        return step
+
+
+def install(args, env: dict) -> None:
+    wheels = sorted(glob.glob(str(ROOT / ".whl" / "*.whl")))
+    if not wheels:
+        raise SystemExit("no wheels in .whl/: carry them (run's carry: [.whl])")
+    command = [args.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
+    command += ["--no-compile", "--no-cache-dir", "--upgrade", "--target", args.site, *wheels]
+    start = time.monotonic()
+    subprocess.run(command, check=True)
+    print(
+        f"[{elapsed():6.1f} s] installed {len(wheels)} wheels into {args.site} "
+        f"({time.monotonic() - start:.1f} s)",
+        flush=True,
+    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (args.site, env.get("PYTHONPATH")) if p)
+
+
+def peer_command(args, *extra: str) -> list[str]:
+    command = [args.python, "benchmarks/pipeline_peers.py", "--pipelines", *args.pipelines]
+    return command + ["--config", *args.config, *extra]
+
+
+def our_records(pattern: str) -> dict:
+    """Per stage of a pipeline, from its batch records: jobs (model loads), files done
+    and failed, summed load and inference seconds, files/s over the inference seconds."""
+    stages: dict[str, dict] = {}
+    for path in sorted(glob.glob(pattern)):
+        record = json.loads(Path(path).read_text())
+        stage = stages.setdefault(
+            record["stage"],
+            {
+                "model": record["model"],
+                "jobs": 0,
+                "done": 0,
+                "failed": 0,
+                "load_s": 0.0,
+                "inference_s": 0.0,
+                "backend": set(),
+                "started": record.get("started_at", ""),
+            },
+        )
+        stage["started"] = min(stage["started"], record.get("started_at", ""))
+        stage["jobs"] += 1
+        stage["load_s"] += record.get("load_s") or 0.0
+        stage["inference_s"] += record.get("inference_s") or 0.0
+        stage["backend"].add(str(record.get("backend")))
+        for item in record.get("files", []):
+            stage["done" if item.get("status") == "done" else "failed"] += 1
+    for stage in stages.values():
+        stage["backend"] = ",".join(sorted(stage["backend"]))
+        stage["load_s"] = round(stage["load_s"], 3)
+        stage["inference_s"] = round(stage["inference_s"], 3)
+        seconds = stage["inference_s"]
+        stage["files_per_s"] = round(stage["done"] / seconds, 3) if seconds > 0 else None
+    # In the order the stages ran (the file names sort them by name).
+    return dict(sorted(stages.items(), key=lambda item: item[1].pop("started")))
+
+
+def count_ours(runner: Runner, args) -> dict:
+    """Files, characters and tokens of our outputs, counted as the peer counts its own."""
+    roots = sorted(glob.glob(str(ROOT / "results" / "*" / "pipelines")))
+    if not roots:
+        return {}
+    out = args.work / "our-output-counts.json"
+    step = runner.run(
+        "count-our-outputs", peer_command(args, "--count-tokens", roots[0]), stdout=out
+    )
+    if step["status"] != "done":
+        return {}
+    return json.loads(out.read_text())
+
+
+def summarise(runner: Runner, args, ours_wall: dict) -> dict:
+    counts = count_ours(runner, args)
+    summary = {
+        "count": args.count,
+        "config": args.config,
+        "batch_size": args.batch_size,
+        "steps": runner.steps,
+        "pipelines": {},
+    }
+    for name in args.pipelines:
+        ours = {"wall_s": ours_wall.get(name)}
+        ours["stages"] = our_records(str(ROOT / f"results/*/pipelines/{name}/batches/*/*.json"))
+        for stage, record in ours["stages"].items():
+            record["output"] = counts.get(name, {}).get(stage)
+        peer_path = args.work / f"peer-{name}.json"
+        peer = json.loads(peer_path.read_text()) if peer_path.exists() else None
+        summary["pipelines"][name] = {"ours": ours, "peer": peer}
+        if peer:
+            summary.setdefault("peer_versions", peer["versions"] | {"gpu": peer["gpu"]})
+    return summary
+
+
+def table(summary: dict) -> str:
+    lines = [
+        "pipeline       stage         side  files  load s  infer s  files/s  out tokens",
+        "-------------  ------------  ----  -----  ------  -------  -------  ----------",
+    ]
+    totals = []
+    for name, sides in summary["pipelines"].items():
+        ours, peer = sides["ours"], sides["peer"]
+        peer_stages = {
+            s["stage"]: s for s in (peer or {}).get("pipelines", {}).get(name, {}).get("stages", [])
+        }
+        for stage in list(ours["stages"]) or list(peer_stages):
+            for side, record in (
+                ("ours", ours["stages"].get(stage)),
+                ("peer", peer_stages.get(stage)),
+            ):
+                if not record:
+                    lines.append(f"{name:13}  {stage:12}  {side:4}  (no record)")
+                    continue
+                files = record.get("done", record.get("files"))
+                tokens = (record.get("output") or {}).get("tokens", "")
+                lines.append(
+                    f"{name:13}  {stage:12}  {side:4}  {files:5}  {record['load_s']:6.1f}  "
+                    f"{record['inference_s']:7.1f}  {record['files_per_s'] or 0:7.2f}  {tokens:>10}"
+                )
+        peer_s = (peer or {}).get("end_to_end_s")
+        ours_s = ours["wall_s"]
+        ratio = f"{peer_s / ours_s:.2f}" if ours_s and peer_s else "-"
+        totals.append(
+            f"{name}: ours {_seconds(ours_s)} end to end (the snakemake command), peer "
+            f"{_seconds(peer_s)} (process start to exit); peer s / ours s = {ratio}"
+        )
+    return "\n".join(lines + [""] + totals)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def pack(args, out: Path) -> None:
+    """The pipelines' results, the peer's JSON and outputs, the logs: one archive."""
+    archive = out / "pipelines-gpu.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        for path in sorted(glob.glob(str(ROOT / "results" / "*" / "pipelines"))):
+            bundle.add(path, arcname=str(Path(path).relative_to(ROOT)))
+        for path in sorted(glob.glob(str(ROOT / "results" / "*" / "logs" / "pipelines"))):
+            bundle.add(path, arcname=str(Path(path).relative_to(ROOT)))
+        bundle.add(args.work, arcname="work")
+    print(f"[{elapsed():6.1f} s] {archive} ({archive.stat().st_size / 2**20:.1f} MiB)", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100, help="files of each kind (100)")
+    parser.add_argument("--pipelines", nargs="+", default=["voice-notes", "photo-stories"])
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        default=["weights=synthetic"],
+        help="snakemake's --config, the same for the fetch, ours and the peer",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="the peer's (16: ours)")
+    parser.add_argument("--peer-device", default="auto")
+    parser.add_argument("--deadline", type=float, default=570, help="seconds for everything")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/pipelines-gpu"))
+    parser.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT") or "/tmp/pipelines-gpu-out")
+    )
+    parser.add_argument("--site", default="/tmp/site")
+    parser.add_argument("--no-install", action="store_true", help="use the packages at hand")
+    parser.add_argument("--python", default=sys.executable)
+    args = parser.parse_args(argv)
+    args.work = args.work.resolve()
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    if not args.no_install:
+        install(args, env)
+    runner = Runner(args, env)
+    py = args.python
+    files = runner.run(
+        "files",
+        [
+            py,
+            "benchmarks/pipeline_files.py",
+            "--audio",
+            "inputs/audio",
+            "--images",
+            "inputs/images",
+            "--count",
+            str(args.count),
+            "--texts",
+            str(args.work / "spoken.json"),
+        ],
+    )
+    manifests_log = args.work / "manifests.txt"
+    runner.run("list-checkpoints", peer_command(args, "--print-manifests"), stdout=manifests_log)
+    manifests = manifests_log.read_text().split() if manifests_log.exists() else []
+    models = runner.run(
+        "checkpoints",
+        [py, "-m", "snakemake", "--cores", "4", *manifests, "--config", *args.config],
+    )
+    ours_wall: dict[str, float | None] = {}
+    if files["status"] == "done" and models["status"] == "done":
+        for path in glob.glob(str(ROOT / "results" / "*" / "pipelines")):
+            shutil.rmtree(path)
+        for name in args.pipelines:
+            ours = runner.run(
+                f"ours-{name}",
+                [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
+                need_s=MIN_OURS_S,
+            )
+            ours_wall[name] = ours.get("seconds") if ours["status"] == "done" else None
+            runner.run(
+                f"peer-{name}",
+                [
+                    py,
+                    "benchmarks/pipeline_peers.py",
+                    "--pipelines",
+                    name,
+                    "--config",
+                    *args.config,
+                    "--device",
+                    args.peer_device,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--out",
+                    str(args.work / f"peer-{name}.json"),
+                    "--outputs",
+                    str(args.work / "peer-outputs"),
+                ],
+                need_s=MIN_PEER_S,
+            )
+    summary = summarise(runner, args, ours_wall)
+    text = table(summary)
+    (args.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (args.work / "summary.txt").write_text(text + "\n")
+    print("\n" + text + "\n", flush=True)
+    for name in ("summary.json", "summary.txt", *(f"peer-{p}.json" for p in args.pipelines)):
+        if (args.work / name).exists():
+            shutil.copy(args.work / name, args.out / name)
+    pack(args, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
