@@ -279,3 +279,33 @@ def test_result_files_read_from_one_archive_are_bounded_in_all(tmp_path, monkeyp
     [entry] = left_out
     assert entry.reason.startswith("result files: the members read take more than 64 MiB")
     assert histories[0]["archives"] == 0
+
+
+def test_energy_reaches_the_table_and_the_comparison(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(7)
+    measured = result_record(runs(rng, DECODE, 6), "2026-12-02T10:00:00+00:00")
+    measured["energy"] = {
+        "status": "measured", "source": "nvml", "average_watts": 400.0, "idle_watts": 120.0,
+        "joules_per_token": 0.0095, "joules_per_request": 1.2,
+        "per_token_and_request": "above idle",
+    }  # fmt: skip
+    unavailable = result_record(runs(rng, DECODE, 6), "2026-12-02T10:00:00+00:00", model="cpu-llm")
+    unavailable["energy"] = {
+        "status": "not available",
+        "reason": "no readable /sys/class/powercap",
+    }
+    table = results_table([measured, unavailable])
+    rows = table.set_index("model")
+    assert rows.loc["tiny-llm", "joules_per_token"] == pytest.approx(0.0095)
+    assert rows.loc["cpu-llm", "energy_status"] == "not available"
+    assert rows.loc["cpu-llm", "energy_reason"] == "no readable /sys/class/powercap"
+
+    results = Path("results") / "gpu-machine"
+    write_results(results, [measured, unavailable])
+    rows, skipped = gather([results / "benchmarks.csv"], [], None)
+    comparison = render_comparison(comparison_context(rows, None, skipped))
+    line = next(row for row in comparison.splitlines() if row.startswith("| tiny-llm |"))
+    assert "0.0095 J/token" in line
+    line = next(row for row in comparison.splitlines() if row.startswith("| cpu-llm |"))
+    assert line.rstrip(" |").endswith("n/a")

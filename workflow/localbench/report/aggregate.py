@@ -21,6 +21,8 @@ IDENTITY_COLUMNS = [
     "peak_memory_bytes", "memory_estimate_bytes", "warmup_runs", "repetitions",
     "prompt_tokens", "image_tokens", "new_tokens", "load_s", "roofline_tokens_per_s",
     "decode_percent_of_roofline",
+    "energy_status", "energy_reason", "energy_source", "average_watts", "idle_watts",
+    "joules_per_token", "joules_per_request", "energy_per",
 ]  # fmt: skip
 
 
@@ -31,6 +33,7 @@ def flatten(result: dict) -> dict:
     estimate = result.get("memory_estimate") or manifest.get("memory_estimate") or {}
     backend = result.get("backend") or {}
     roofline = result.get("roofline") or {}
+    energy = result.get("energy") or {}
     row = {
         "model": result["model"],
         "backend": result.get("backend_requested", "eager"),
@@ -63,6 +66,16 @@ def flatten(result: dict) -> dict:
         "load_s": (result.get("metrics") or {}).get("load_s"),
         "roofline_tokens_per_s": roofline.get("tokens_per_s"),
         "decode_percent_of_roofline": roofline.get("decode_percent_of_roofline"),
+        # Measured over the measured runs, or not available with the reason.
+        "energy_status": energy.get("status"),
+        "energy_reason": energy.get("reason"),
+        "energy_source": energy.get("source"),
+        "average_watts": energy.get("average_watts"),
+        "idle_watts": energy.get("idle_watts"),
+        "joules_per_token": energy.get("joules_per_token"),
+        "joules_per_request": energy.get("joules_per_request"),
+        # "above idle", or "total (idle unknown)".
+        "energy_per": energy.get("per_token_and_request"),
     }
     for name, value in (result.get("metrics") or {}).items():
         if isinstance(value, dict) and "median" in value:

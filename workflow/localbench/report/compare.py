@@ -60,6 +60,15 @@ SPEED = {
     "speech-recognition": ("real_time_factor", "real-time factor", False),
 }
 TABLE_COLUMNS = ("model", "task", "status")
+# Per task: the energy column compared (joules per generated token for text, per request
+# otherwise) and its unit; tables written before energy was measured have none.
+ENERGY = {
+    "text-generation": ("joules_per_token", "J/token"),
+    "image-captioning": ("joules_per_request", "J/image"),
+    "visual-question-answering": ("joules_per_request", "J/image"),
+    "multimodal": ("joules_per_request", "J/request"),
+    "speech-recognition": ("joules_per_request", "J/request"),
+}
 # The names a current table may use to point at its result files
 # (results/<profile>/benchmarks/<model>/<backend>.json): the workflow's own patterns.
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -118,6 +127,8 @@ def profile_rows(data: bytes, profile: str, source: str) -> list[dict]:
             )
             # Tables written before threads were recorded have no such column: unknown.
             threads = table_number(record.get("torch_threads"), "torch_threads", reader.line_num)
+            energy_column, _energy_unit = ENERGY[record["task"]]
+            energy = table_number(record.get(energy_column), energy_column, reader.line_num)
             rows.append(
                 {
                     "profile": profile,
@@ -129,6 +140,7 @@ def profile_rows(data: bytes, profile: str, source: str) -> list[dict]:
                     "memory_gb": memory / 1e9 if memory is not None else None,
                     "synthetic": (record.get("synthetic") or "").lower() == "true",
                     "threads": int(threads) if threads is not None else None,
+                    "energy": energy,
                     "bound": "",
                     "note": "",
                 }
@@ -159,6 +171,7 @@ def seed_rows(path: Path) -> list[dict]:
                 "memory_gb": float(record["memory_gb"]) if record["memory_gb"] else None,
                 "synthetic": False,
                 "threads": None,
+                "energy": None,
                 # "<1s" or "RTF < 1": an upper bound, shown as such and never put in a ratio.
                 "bound": "<" if low is None else "",
                 "note": record["note"],
@@ -383,7 +396,14 @@ def comparison_context(
                 ratio = cell["speed"] / base["speed"] if higher else base["speed"] / cell["speed"]
             entries.append({"cell": cell, "ratio": ratio})
         lines.append(
-            {"model": model, "backend": backend, "task": task, "unit": unit, "entries": entries}
+            {
+                "model": model,
+                "backend": backend,
+                "task": task,
+                "unit": unit,
+                "energy_unit": ENERGY[task][1],
+                "entries": entries,
+            }
         )
     sources = {r["profile"]: r["source"] for r in rows}
     threads = {
