@@ -67,6 +67,9 @@ class Output:
     inter_token_s: list[float] = field(default_factory=list)
     # Task details: audio windows, image size, the batch the request ran in, ...
     details: dict = field(default_factory=dict)
+    # When its last token was on the host where that is before ``end`` (eager generate()
+    # returns a little after its last step); None: at ``end``.
+    last_token: float | None = None
 
     @property
     def latency_s(self) -> float:
@@ -82,7 +85,7 @@ class Output:
         return Run(
             start=self.start if start is None else start,
             first_token=self.first_token,
-            last_token=self.end,
+            last_token=self.end if self.last_token is None else self.last_token,
             end=self.end,
             tokens=len(self.token_ids),
             inter_token_s=list(self.inter_token_s),
