@@ -11,24 +11,11 @@ from transformers import GenerationMixin
 
 from localbench.engine.backends.whisper import WhisperFastDecoder
 from localbench.engine.generation import Run, greedy_fixed_length
+from localbench.engine.speech import SAMPLING_RATE, decoder_prompt
 from localbench.measure.inputs import benchmark_audio
 from localbench.measure.scenarios.common import generation_metrics, repeat_fast_requests
 from localbench.measure.stats import Measurement
 from localbench.measure.timing import repeat, timed_generate
-
-SAMPLING_RATE = 16_000
-
-
-def decoder_prompt(generation_config) -> list[int]:
-    """``<|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>`` as token ids."""
-    prompt = [generation_config.decoder_start_token_id]
-    if getattr(generation_config, "is_multilingual", False):
-        prompt += [
-            generation_config.lang_to_id["<|en|>"],
-            generation_config.task_to_id["transcribe"],
-        ]
-    prompt.append(generation_config.no_timestamps_token_id)
-    return prompt
 
 
 def _features(loaded, audio):
