@@ -11,6 +11,7 @@ from localbench.engine.loading import load_model
 from localbench.engine.speech import SAMPLING_RATE, AudioTooShort
 from localbench.fetch.synthetic import build_synthetic_checkpoint
 from localbench.measure.inputs import benchmark_audio
+from localbench.measure.scenarios import speech_recognition
 from localbench.pipelines.media import load_audio
 from media_files import write_speech
 
@@ -150,3 +151,27 @@ def test_the_budget_is_what_the_decoder_positions_leave(tiny_whisper):
     room = tiny_whisper.model.config.max_target_positions - len(runner.prompt)
     assert runner.budget(Request(audio=None), 10_000) == room
     assert runner.budget(Request(audio=None, max_new_tokens=5), 10_000) == 5
+    bench = {"audio_seconds": 1.0, "new_tokens": room + 1, "warmup_runs": 0, "repetitions": 1}
+    with pytest.raises(ValueError, match=f"room for {room}"):
+        speech_recognition.measure(tiny_whisper, bench, "eager")
+
+
+@pytest.mark.parametrize("backend", ["eager", "fast"])
+def test_the_scenario_measures_one_forced_request_through_the_engine(tiny_whisper, backend):
+    bench = {"audio_seconds": 3.0, "new_tokens": 6, "warmup_runs": 1, "repetitions": 2}
+    result = speech_recognition.measure(tiny_whisper, bench, backend)
+    reference = _alone_eager(
+        tiny_whisper, Request(audio=benchmark_audio(3.0, SAMPLING_RATE)), 6, force=True
+    )
+    assert result["generated_token_ids"] == reference.token_ids
+    assert result["sample_output"] == reference.text[:200]
+    assert result["inputs"] == {"audio_seconds": 3.0, "sampling_rate": 16_000, "new_tokens": 6}
+    assert result["backend"]["requested"] == result["backend"]["used"] == backend
+    metrics = result["metrics"]
+    assert metrics["tokens_generated"]["values"] == [6, 6]
+    # One window of a fixed length: every gap between its tokens is measured.
+    assert metrics["inter_token_latency_ms"]["count"] == 2 * 5
+    latencies = metrics["latency_ms"]["values"]
+    assert metrics["real_time_factor"]["values"] == pytest.approx([ms / 3e3 for ms in latencies])
+    if backend == "fast":
+        assert "before feature extraction" in result["backend"]["timer"]
