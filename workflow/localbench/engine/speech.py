@@ -201,7 +201,11 @@ class SpeechRunner(Runner):
         owners = [index for index, windows in enumerate(pieces) for _ in windows]
         units = [piece for windows in pieces for piece in windows]
         unit_budgets = [budgets[index] for index in owners]
-        size = self.window_batch(len(units), len(self.prompt) + max(budgets))
+        max_len = len(self.prompt) + max(budgets)
+        size = self.window_batch(len(units), max_len)
+        if self.backend == "fast":
+            self._prepare(size, max_len)
+        run = self._fast if self.backend == "fast" else self._eager
         order = _InOrder(on_token, owners, unit_budgets) if on_token is not None else None
         windows: list[_Window] = []
         for first in range(0, len(units), size):
@@ -213,12 +217,9 @@ class SpeechRunner(Runner):
                     order.token(first + row, token_id, when)
 
             own = [unit_budgets[u] for u in group]
-            if self.backend == "fast":
-                self._prepare(size, len(self.prompt) + max(budgets))
             synchronize(self.loaded.device)
             start = time.perf_counter()
             features = self._features([units[u] for u in group])
-            run = self._fast if self.backend == "fast" else self._eager
             windows.extend(run(features, own, force_new_tokens, hook, start))
             if order is not None:
                 for unit in group:
