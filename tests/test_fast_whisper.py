@@ -7,9 +7,9 @@ import torch
 from localbench.engine.backends.whisper import WhisperFastDecoder, supports
 from localbench.engine.generation import greedy_fixed_length
 from localbench.engine.loading import load_model
+from localbench.engine.speech import SAMPLING_RATE, decoder_prompt
 from localbench.fetch.synthetic import build_synthetic_checkpoint
 from localbench.measure.inputs import benchmark_audio
-from localbench.measure.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
 from transformers import GenerationMixin
 
 NEW_TOKENS = 24

@@ -13,17 +13,11 @@ from transformers import GenerationMixin
 
 from localbench.engine.device import available_memory_bytes
 from localbench.engine.generation import GREEDY
+from localbench.engine.speech import MIN_AUDIO_FRAMES, SAMPLING_RATE, decoder_prompt
 from localbench.measure.scenarios.image_to_text import VQA_PROMPT
-from localbench.measure.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
 from localbench.pipelines import media
 from localbench.pipelines.media import UnreadableInput
 
-# The shortest audio transcribed, in hops of the feature extractor. Whisper's extractor
-# makes one log-mel frame of 25 ms (n_fft 400) every 10 ms (hop_length 160 at 16 kHz),
-# and its encoder keeps one position per two frames; 10 frames, 0.1 s, is about the
-# shortest spoken word. Anything shorter holds no word, and Whisper, which pads every
-# input to 30 s, would "transcribe" the padding into invented text.
-MIN_AUDIO_FRAMES = 10
 # Vision encoders cut the resized image into square patches; a picture smaller than one
 # patch side has less detail than a single patch. Used when a config names no patch.
 DEFAULT_PATCH_SIZE = 16
