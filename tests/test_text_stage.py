@@ -4,8 +4,10 @@ give the texts that generate() gives each file alone (tiny model, float32, CPU).
 from __future__ import annotations
 
 import pytest
+from localbench.engine.inference import Engine, Request
 from localbench.fetch.acquire import acquire
-from localbench.pipelines.batch import BatchItem, run_stage_batch
+from localbench.pipelines.batch import BatchItem, FileRun, batch_size_of, run_stage_batch
+from localbench.pipelines.stages import FileRequests
 
 NOTES = [
     "Buy milk and eggs on the way home.",
@@ -103,3 +105,18 @@ def test_an_unreadable_file_or_a_prompt_too_long_fails_alone(qwen, tmp_path, bac
     assert "\n" not in too_long["reason"]
     for index in (len(NOTES), len(NOTES) + 1):
         assert (tmp_path / f"out-{index}.md").read_text().startswith("FAILED: ")
+
+
+def test_a_request_the_engine_refuses_to_size_fails_its_file_alone(tiny_checkpoint_model):
+    engine = Engine(tiny_checkpoint_model("Qwen/Qwen2.5-1.5B-Instruct"), "eager")
+    runs = [
+        FileRun(BatchItem(name, "", ""), FileRequests([request]))
+        for name, request in (
+            ("a", Request(text="Hi")),
+            ("empty", Request(prompt_ids=[])),
+            ("b", Request(text="Hello there")),
+        )
+    ]
+    assert batch_size_of(engine, [(run, 0) for run in runs], 8, None) == 2
+    assert [run.reason for run in runs[::2]] == [None, None]
+    assert "the prompt is empty" in runs[1].reason

@@ -182,6 +182,32 @@ def _finish(run: FileRun, engine: Engine, settings: dict) -> dict:
     return record
 
 
+def batch_size_of(engine: Engine, requests: list[tuple[FileRun, int]], budget: int, log) -> int:
+    """How many of ``requests`` the engine runs together. A request it refuses even to
+    size (a recording too short to hold a word, an empty prompt) fails its file here,
+    and the others are sized without it."""
+
+    def size_of(some: list[tuple[FileRun, int]]) -> int:
+        return engine.batch_size([run.work.requests[index] for run, index in some], budget)
+
+    try:
+        return size_of(requests)
+    except Exception:  # noqa: BLE001 - the refused requests are found one at a time
+        if log:
+            log.exception("the engine could not size a batch of %d requests", len(requests))
+    for run, index in requests:
+        if run.reason is None:
+            try:
+                size_of([(run, index)])
+            except Exception as error:  # noqa: BLE001 - this file fails, the others go on
+                run.reason = _reason(error)
+    live = [(run, index) for run, index in requests if run.reason is None]
+    try:
+        return size_of(live) if live else 1
+    except Exception:  # noqa: BLE001 - then each request runs alone
+        return 1
+
+
 def _run_files(
     engine: Engine, runs: list[FileRun], settings: dict, progress: FileProgress, log
 ) -> list[dict]:
@@ -198,12 +224,7 @@ def _run_files(
             reverse=True,
         )
     budget = settings["max_new_tokens"]
-    try:
-        size = engine.batch_size([run.work.requests[index] for run, index in requests], budget)
-    except Exception:  # noqa: BLE001 - a request the engine cannot size fails alone below
-        if log:
-            log.exception("the batch size could not be set; requests run one at a time")
-        size = 1
+    size = batch_size_of(engine, requests, budget, log)
     files = []
     for start in range(0, len(requests), size):
         group = requests[start : start + size]
