@@ -11,7 +11,7 @@ from localbench import config as lbconfig
 from localbench.report import names as lbnames
 from localbench.report.archive_reader import find_archives
 from localbench.config_files import check_config_file
-from localbench.engine.device import DeviceUnavailable
+from localbench.engine.device import DeviceUnavailable, resolve_device
 from localbench.report.locate import RESULTS_ROOT, run_profile
 from localbench.report import peers as lbpeers
 from localbench.locks import clear_stale_locks
@@ -47,6 +47,9 @@ if clear_stale_locks(Path.cwd()):
 try:
     # Detected from the hardware unless configured; "-tiny" for tiny models.
     PROFILE = run_profile(config)
+    # Where the jobs run (config `device`, auto resolved as the jobs resolve it): on CUDA
+    # and MPS a pipeline stage's files go in one job (localbench.pipelines.plan).
+    DEVICE_TYPE = resolve_device(config["device"]).type
 except DeviceUnavailable as error:
     raise WorkflowError(str(error)) from None
 RESULTS = f"{RESULTS_ROOT}/{PROFILE}"
@@ -201,7 +204,7 @@ def existing_archives():
 # that cannot be planned (a stage's model not configured, a folder that cannot be read)
 # is left out with one line: planning never stops `report` or any other target.
 PIPELINE_PLANS, PIPELINES_NOT_RUN = lbplan.plan_pipelines(
-    config, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs"
+    config, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs", device_type=DEVICE_TYPE
 )
 
 for _plan in PIPELINE_PLANS.values():

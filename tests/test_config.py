@@ -78,6 +78,15 @@ def test_shipped_config_is_valid_and_lists_every_seed_model(config):
             lambda c: c["models"]["qwen2.5-1.5b-instruct"].update(throughput={"new_tokens": 8}),
             "'batch_sizes' is a required property",
         ),
+        (
+            lambda c: c["pipelines"]["voice-notes"]["stages"][0].update(backend="turbo"),
+            "pipelines.voice-notes.stages[0].backend: 'turbo' is not allowed; allowed values: "
+            "eager, fast",
+        ),
+        (
+            lambda c: c["pipelines"]["photo-stories"]["stages"][0].update(decode_batch=0),
+            "pipelines.photo-stories.stages[0].decode_batch: expected a number at least 1, got 0",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_what_is_allowed(config, mutate, expected):

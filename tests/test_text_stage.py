@@ -1,11 +1,13 @@
-"""A text-generation pipeline stage on the fast backend: a job's files decoded together
+"""A text-generation pipeline stage through the engine: a job's files decoded together
 give the texts that generate() gives each file alone (tiny model, float32, CPU)."""
 
 from __future__ import annotations
 
 import pytest
+from localbench.engine.inference import Engine, Request
 from localbench.fetch.acquire import acquire
-from localbench.pipelines.batch import BatchItem, run_stage_batch
+from localbench.pipelines.batch import BatchItem, FileRun, batch_size_of, run_stage_batch
+from localbench.pipelines.stages import FileRequests
 
 NOTES = [
     "Buy milk and eggs on the way home.",
@@ -60,27 +62,61 @@ def _stage(qwen, tmp_path, notes=NOTES, **stage):
     return run_stage_batch(stage_settings, manifest, folder, "b0", items)
 
 
-@pytest.mark.parametrize("decode_batch", [2, 5])
-def test_fast_stage_texts_equal_eager_ones(qwen, tmp_path, decode_batch):
-    eager = _stage(qwen, tmp_path / "eager", backend="eager")
-    fast = _stage(qwen, tmp_path / "fast", backend="fast", decode_batch=decode_batch)
-    assert eager["backend"] == "eager" and fast["backend"] == "fast"
-    for before, after in zip(eager["files"], fast["files"], strict=True):
+@pytest.fixture(scope="module")
+def alone(qwen, tmp_path_factory):
+    """The reference: each file alone through eager generate() (batch 1)."""
+    return _stage(qwen, tmp_path_factory.mktemp("alone"), backend="eager", decode_batch=1)
+
+
+@pytest.mark.parametrize(
+    ("backend", "decode_batch"), [("fast", 2), ("fast", None), ("eager", None)]
+)
+def test_batched_stage_texts_equal_each_file_alone(qwen, alone, tmp_path, backend, decode_batch):
+    stage = {"backend": backend, **({"decode_batch": decode_batch} if decode_batch else {})}
+    record = _stage(qwen, tmp_path, **stage)
+    assert record["backend"] == backend and record["backend_note"] is None
+    assert {f["decode_batch"] for f in alone["files"]} == {1}
+    for before, after in zip(alone["files"], record["files"], strict=True):
         assert before["name"] == after["name"]
         assert (before["status"], after["status"]) == ("done", "done"), (before, after)
         assert after["text"] == before["text"] and after["new_tokens"] == before["new_tokens"]
-        assert after["decode_batch"] <= decode_batch
-        assert f"decode_batch: {decode_batch}" in after["decode_batch_rule"]
-    assert fast["inference_s"] > 0 and fast["load_s"] > 0
+        assert after["prompt_tokens"] == before["prompt_tokens"]
+        assert after["backend"] == backend
+        assert 0 < after["first_token_s"] <= after["latency_s"]
+        if decode_batch:
+            assert after["decode_batch"] <= decode_batch
+            assert after["decode_batch_rule"] == f"decode_batch: {decode_batch} in the stage"
+        else:  # every file of the job in one batch, and why
+            assert after["decode_batch"] == len(NOTES)
+            assert "MiB of KV cache each" in after["decode_batch_rule"]
+    assert record["inference_s"] > 0 and record["load_s"] > 0
 
 
-def test_fast_stage_sizes_its_batch_from_memory_and_fails_files_alone(qwen, tmp_path):
-    notes = [*NOTES, b"\xff\xfe not UTF-8"]
-    record = _stage(qwen, tmp_path, notes=notes, backend="fast")
-    *done, bad = record["files"]
+@pytest.mark.parametrize("backend", ["fast", "eager"])
+def test_an_unreadable_file_or_a_prompt_too_long_fails_alone(qwen, tmp_path, backend):
+    # 20,000 words are about 40,000 tokens, more than the model's context (32,768).
+    notes = [*NOTES, b"\xff\xfe not UTF-8", "word " * 20_000]
+    record = _stage(qwen, tmp_path, notes=notes, backend=backend, decode_batch=2)
+    *done, unreadable, too_long = record["files"]
     assert [f["status"] for f in done] == ["done"] * len(NOTES)
-    assert bad["status"] == "failed" and "not UTF-8" in bad["reason"]
-    assert (tmp_path / f"out-{len(NOTES)}.md").read_text().startswith("FAILED: ")
-    # Without a setting: every readable file of the job in one batch, the rule in words.
-    assert {f["decode_batch"] for f in done} == {len(NOTES)}
-    assert "MiB of KV cache each" in done[0]["decode_batch_rule"]
+    assert unreadable["status"] == "failed" and "not UTF-8" in unreadable["reason"]
+    # Its batch failed, then ran one request at a time: its partner is done.
+    assert too_long["status"] == "failed" and "at most 32768" in too_long["reason"]
+    assert "\n" not in too_long["reason"]
+    for index in (len(NOTES), len(NOTES) + 1):
+        assert (tmp_path / f"out-{index}.md").read_text().startswith("FAILED: ")
+
+
+def test_a_request_the_engine_refuses_to_size_fails_its_file_alone(tiny_checkpoint_model):
+    engine = Engine(tiny_checkpoint_model("Qwen/Qwen2.5-1.5B-Instruct"), "eager")
+    runs = [
+        FileRun(BatchItem(name, "", ""), FileRequests([request]))
+        for name, request in (
+            ("a", Request(text="Hi")),
+            ("empty", Request(prompt_ids=[])),
+            ("b", Request(text="Hello there")),
+        )
+    ]
+    assert batch_size_of(engine, [(run, 0) for run in runs], 8, None) == 2
+    assert [run.reason for run in runs[::2]] == [None, None]
+    assert "the prompt is empty" in runs[1].reason

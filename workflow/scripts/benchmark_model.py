@@ -6,17 +6,22 @@ from pathlib import Path
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-
 from localbench.atomic import read_json, write_json
+from localbench.engine.caches import use_lasting_compile_caches
 from localbench.logs import job_log
 from localbench.measure.hardware import software_record
 from localbench.measure.runner import run_benchmark
 from localbench.results import FAILED, new_result, one_line
 
+# Read when torch first compiles, not at import: compiled kernels and autotuning results
+# last across jobs (localbench.engine.caches).
+compile_caches = use_lasting_compile_caches()
+
 settings = read_json(snakemake.input.settings)  # noqa: F821 - injected by Snakemake
 inputs = snakemake.input  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821
+    log.info("compile caches: %s", compile_caches)
     manifest = read_json(inputs.manifest)
     environment = {
         "hardware": read_json(inputs.hardware),

@@ -8,10 +8,15 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json
 from localbench.config import resolve_threads
+from localbench.engine.caches import use_lasting_compile_caches
 from localbench.engine.device import use_threads
 from localbench.logs import job_log
 from localbench.pipelines.batch import BatchItem, run_stage_batch
 from localbench.status import DONE
+
+# Read when torch first compiles, not at import: compiled kernels and autotuning results
+# last across jobs (localbench.engine.caches).
+compile_caches = use_lasting_compile_caches()
 
 inputs = snakemake.input  # noqa: F821 - injected by Snakemake
 outputs = snakemake.output  # noqa: F821
@@ -19,6 +24,7 @@ params = snakemake.params  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821
     threads = use_threads(resolve_threads(snakemake.config["threads"]))  # noqa: F821
+    log.info("compile caches: %s", compile_caches)
     settings = read_json(inputs.settings)
     items = [
         BatchItem(name=name, source=source, output=output, questions=questions or None)

@@ -7,6 +7,7 @@ repeats them (:mod:`localbench.measure.timing`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 
@@ -63,3 +64,27 @@ GREEDY = {
 def greedy_fixed_length(new_tokens: int) -> dict:
     """generate() arguments for greedy decoding of exactly ``new_tokens`` tokens."""
     return {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, **GREEDY}
+
+
+# transformers warns on every generate() call given max_new_tokens (min_new_tokens) for a
+# model whose own generation config sets max_length (min_length): "Both `max_new_tokens`
+# (=N) and `max_length`(=448) seem to have been set" for every Whisper window, so once per
+# file of a pipeline. Ours always pass each request's budget, on purpose, and the budget
+# wins, as the message says. No argument avoids it (transformers checks the model's own
+# config too), so those two messages are dropped from the one logger that emits them.
+LENGTH_CLASH_LOGGER = "transformers.generation.utils"
+LENGTH_CLASH_MESSAGES = ("Both `max_new_tokens`", "Both `min_new_tokens`")
+
+
+class LengthClashFilter(logging.Filter):
+    """Drops transformers' notice that a token budget overrides the model's length."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(LENGTH_CLASH_MESSAGES)
+
+
+def quiet_length_clash() -> None:
+    """Install :class:`LengthClashFilter` once in this process (a second call does nothing)."""
+    logger = logging.getLogger(LENGTH_CLASH_LOGGER)
+    if not any(isinstance(known, LengthClashFilter) for known in logger.filters):
+        logger.addFilter(LengthClashFilter())

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from localbench.engine.generation import quiet_length_clash
+
 # Task -> transformers auto class. The auto classes resolve the concrete class
 # (Qwen2ForCausalLM, BlipForConditionalGeneration, Blip2ForConditionalGeneration,
 # WhisperForConditionalGeneration) from the folder's config.json.
@@ -104,6 +106,7 @@ def load_model(model_dir: Path, task: str, dtype: torch.dtype, device: torch.dev
     model_dir = Path(model_dir)
     device = torch.device(device)
     require_safetensors(model_dir)
+    quiet_length_clash()  # the model's generate() calls always pass a token budget
     if task == "multimodal":
         from localbench.deepseek_vl2.loading import load
 

@@ -1,15 +1,19 @@
-"""One stage over one batch of files: the model is loaded once, then each file in turn.
+"""One stage over one batch of files, through the inference engine: the model opened once,
+the files' requests run together in batches of the engine's size.
 
 Whatever happens, every file of the batch gets its output file and a record: ``done``
 with its text and latency, ``failed`` with the reason (its output file then holds one
 ``FAILED:`` line), or ``skipped`` when the previous stage failed on it. One file's
-problem never costs the others their outputs.
+problem never costs the others their outputs: a file that cannot be read fails alone,
+and a batch of requests that fails runs again one request at a time, so that only the
+files whose own requests fail are failed.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,12 +28,23 @@ from localbench.engine.device import (
     resolve_dtype,
     synchronize,
 )
+from localbench.engine.inference import Engine, Output
+from localbench.engine.loading import load_model
+from localbench.fetch.acquire import ensure_intact
 from localbench.measure.progress import FileProgress
 from localbench.pipelines import media, stages
 from localbench.status import DONE, FAILED, READY, SKIPPED
 
 FAILED_PREFIX = "FAILED: "
-TIMER = "time.perf_counter, read after a device synchronisation at both ends"
+TIMER = (
+    "the engine's: time.perf_counter; a batch starts after a device synchronisation, a "
+    "token counts when it is on the host. A file's latency runs from the start of the "
+    "batch of its first request to its last token"
+)
+# Audio and image files decoded and held in memory at once. A job on a GPU may hold a
+# thousand files, and 64 photos of 2048 pixels a side are already 0.8 GB as RGB; text
+# files are small, and a text stage reads them all to batch prompts of similar length.
+MEDIA_FILES_IN_MEMORY = 64
 
 
 @dataclass
@@ -42,105 +57,34 @@ class BatchItem:
     questions: str | None = None  # an image's sidecar question file, if it has one
 
 
-def uses_fast_backend(loaded, settings: dict) -> bool:
-    """Whether a text-generation stage decodes with the fast backend: its ``backend``
-    setting (default fast) and a model the fast decoder supports."""
-    from localbench.engine.backends.fast import supports
+@dataclass
+class FileRun:
+    """One file's requests on their way through the engine: the outputs so far, by the
+    request's index in the file, or the reason one of them failed."""
 
-    return settings.get("backend", "fast") == "fast" and supports(loaded.model)[0]
+    item: BatchItem
+    work: stages.FileRequests
+    outputs: dict[int, Output] = field(default_factory=dict)
+    reason: str | None = None
+    recorded: bool = False
 
-
-def _run_one(loaded, task: str, item: BatchItem, settings: dict):
-    if task == "speech-recognition":
-        return stages.transcribe(loaded, item.source, settings)
-    if task == "image-captioning":
-        return stages.caption(loaded, item.source, settings)
-    if task == "visual-question-answering":
-        return stages.answer(loaded, item.source, settings, item.questions)
-    text = media.read_text_file(item.source)
-    return stages.generate_text(loaded, text, settings, item.name)
-
-
-def _run_texts_fast(
-    loaded, device, items: list[BatchItem], settings: dict, log, progress: FileProgress
-) -> list[dict]:
-    """A text-generation stage's files on the fast backend: prompts of similar length
-    decoded together, as many at once as ``stages.decode_batch_size`` allows. A file whose
-    input cannot be read fails alone; a failed decode fails the files decoded with it."""
-    from localbench.engine.backends.fast import FastDecoder
-
-    files, requests = [], []
-    for item in items:
-        try:
-            text = media.read_text_file(item.source)
-            requests.append((item, *stages.text_request(loaded, text, settings, item.name)))
-        except media.UnreadableInput as error:
-            files.append(_failed(item, FAILED, str(error)))
-            progress.files_done([item.name], FAILED)
-        except Exception as error:  # noqa: BLE001 - one file's failure must not stop the batch
-            files.append(_failed(item, FAILED, results.one_line(error)))
-            progress.files_done([item.name], FAILED)
-    if not requests:
-        return files
-    requests.sort(key=lambda request: len(request[1]))  # little padding in each group
-    max_len = max(len(ids) + budget for _, ids, budget in requests)
-    size, why = stages.decode_batch_size(
-        loaded, max_len, len(requests), settings.get("decode_batch")
-    )
-    try:
-        with torch.inference_mode():
-            decoder = FastDecoder(loaded.model, max_len=max_len, batch=size)
-    except Exception as error:  # noqa: BLE001 - the files fail with the reason, the job ends
-        if log:
-            log.exception("stage %s: the decoder could not be set up", settings["stage"])
-        if memory.is_out_of_memory(error):
-            release_memory(device)
-        reason = f"fast decoder for {size} sequences of {max_len} tokens: {results.one_line(error)}"
-        progress.files_done([item.name for item, *_ in requests], FAILED)
-        return files + [_failed(item, FAILED, reason) for item, *_ in requests]
-    for start in range(0, len(requests), size):
-        group = requests[start : start + size]
-        group_start = time.perf_counter()
-        try:
-            answers = stages.generate_texts(
-                loaded, [(ids, budget) for _, ids, budget in group], decoder
-            )
-        except Exception as error:  # noqa: BLE001 - the group's files fail with the reason
-            if log:
-                log.exception("stage %s: a decode batch failed", settings["stage"])
-            if memory.is_out_of_memory(error):
-                release_memory(device)
-            files.extend(_failed(item, FAILED, results.one_line(error)) for item, *_ in group)
-            progress.files_done([item.name for item, *_ in group], FAILED)
-            continue
-        # After the group's decode, whose timings are taken inside generate_texts.
-        progress.files_done(
-            [item.name for item, *_ in group], "decoded", time.perf_counter() - group_start
-        )
-        for (item, _, _), answer in zip(group, answers, strict=True):
-            try:
-                write_text(item.output, answer["text"] + "\n")
-            except Exception as error:  # noqa: BLE001 - the other files must still run
-                files.append(_failed(item, FAILED, results.one_line(error)))
-                continue
-            files.append(
-                {
-                    "name": item.name,
-                    "status": DONE,
-                    "output": item.output,
-                    "backend": "fast",
-                    "decode_batch": len(group),
-                    "decode_batch_rule": why,
-                    **answer,
-                }
-            )
-    return files
+    @property
+    def finished(self) -> bool:
+        return self.reason is not None or len(self.outputs) == len(self.work.requests)
 
 
 def _previous_records(path: str | None) -> dict[str, dict]:
     if not path:
         return {}
     return {record["name"]: record for record in read_json(path)["files"]}
+
+
+def _reason(error: BaseException) -> str:
+    """Why a file failed, in one line: an unreadable input's own words, else the error."""
+    if isinstance(error, media.UnreadableInput):
+        return str(error)
+    reason = results.one_line(error)
+    return f"out of memory: {reason}" if memory.is_out_of_memory(error) else reason
 
 
 def _failed(item: BatchItem, status: str, reason: str) -> dict:
@@ -155,33 +99,168 @@ def _failed(item: BatchItem, status: str, reason: str) -> dict:
     return record
 
 
-def _run_item(loaded, device, task: str, item: BatchItem, settings: dict, log) -> dict:
-    """One file through the stage, timed, its output written: its record. Every step is
-    inside this file's failure boundary, so one file never costs the others theirs."""
+def _open_engine(settings: dict, manifest: dict, model_dir: Path, record: dict) -> Engine:
+    """The stage's model, opened once for the engine on the stage's backend; the record
+    gets the device, dtype, load time and the backend used."""
+    model_settings = settings["model"]
+    if manifest.get("status") != READY:
+        raise RuntimeError(
+            f"model {model_settings['name']} is not available "
+            f"({manifest.get('status')}: {manifest.get('reason')})"
+        )
+    # Damaged weights are fetched again, never loaded.
+    if problems := ensure_intact(model_settings, manifest, model_dir):
+        raise RuntimeError("checkpoint damaged and not repaired: " + "; ".join(problems))
+    device = resolve_device(model_settings["device"])
+    dtype_name, _ = resolve_dtype(model_settings["dtype"], device)
+    record.update(device=str(device), dtype=dtype_name)
+    torch.manual_seed(0)
+    synchronize(device)
+    start = time.perf_counter()
+    loaded = load_model(model_dir, model_settings["task"], DTYPES[dtype_name], device)
+    synchronize(device)
+    record["load_s"] = time.perf_counter() - start
+    engine = Engine(loaded, settings.get("backend", "fast"), settings.get("decode_batch"))
+    record.update(backend=engine.backend, backend_note=engine.note)
+    return engine
+
+
+def _run_requests(engine: Engine, group: list[tuple[FileRun, int]], budget: int, log) -> None:
+    """Run ``group`` (file, request index) as one batch; each output goes to its file.
+    A batch that fails runs again one request at a time: only the files whose own
+    request fails get the reason."""
     try:
-        synchronize(device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            text, details = _run_one(loaded, task, item, settings)
-        synchronize(device)
-        latency_s = time.perf_counter() - start
-        write_text(item.output, text + "\n")
-    except media.UnreadableInput as error:
-        return _failed(item, FAILED, str(error))
-    except Exception as error:  # noqa: BLE001 - one file's failure must not stop the batch
+        outputs = engine.run([run.work.requests[index] for run, index in group], budget)
+    except Exception as error:  # noqa: BLE001 - the culprits are found one at a time
         if log:
-            log.exception("stage %s: %s failed", settings["stage"], item.name)
+            log.exception("a batch of %d requests failed", len(group))
         if memory.is_out_of_memory(error):
-            release_memory(device)
-        return _failed(item, FAILED, results.one_line(error))
-    return {
+            release_memory(engine.loaded.device)
+        if len(group) == 1:
+            group[0][0].reason = _reason(error)
+            return
+        for run, index in group:
+            if run.reason is None:
+                _run_requests(engine, [(run, index)], budget, log)
+        return
+    for (run, index), output in zip(group, outputs, strict=True):
+        run.outputs[index] = output
+
+
+def _finish(run: FileRun, engine: Engine, settings: dict) -> dict:
+    """The file's record, its output written: done with its text and timings, or failed."""
+    item = run.item
+    if run.reason is not None:
+        return _failed(item, FAILED, run.reason)
+    outputs = [run.outputs[index] for index in range(len(run.work.requests))]
+    try:
+        text, details = stages.file_text(run.work, outputs)
+        write_text(item.output, text + "\n")
+    except Exception as error:  # noqa: BLE001 - the other files must still run
+        return _failed(item, FAILED, _reason(error))
+    start = min(output.start for output in outputs)
+    record = {
         "name": item.name,
         "status": DONE,
         "output": item.output,
         "text": text,
-        "latency_s": latency_s,
+        "latency_s": max(output.end for output in outputs) - start,
+        "first_token_s": min(output.first_token for output in outputs) - start,
+        "prompt_tokens": sum(output.prompt_tokens for output in outputs),
+        "new_tokens": sum(len(output.token_ids) for output in outputs),
+        "backend": engine.backend,
+        "decode_batch": max(output.details.get("batch", 1) for output in outputs),
+        **run.work.details,
         **details,
     }
+    if settings.get("decode_batch"):
+        record["decode_batch_rule"] = f"decode_batch: {settings['decode_batch']} in the stage"
+    elif rule := next(
+        (o.details["batch_rule"] for o in outputs if "batch_rule" in o.details), None
+    ):
+        record["decode_batch_rule"] = rule
+    return record
+
+
+def batch_size_of(engine: Engine, requests: list[tuple[FileRun, int]], budget: int, log) -> int:
+    """How many of ``requests`` the engine runs together. A request it refuses even to
+    size (a recording too short to hold a word, an empty prompt) fails its file here,
+    and the others are sized without it."""
+
+    def size_of(some: list[tuple[FileRun, int]]) -> int:
+        return engine.batch_size([run.work.requests[index] for run, index in some], budget)
+
+    try:
+        return size_of(requests)
+    except Exception:  # noqa: BLE001 - the refused requests are found one at a time
+        if log:
+            log.exception("the engine could not size a batch of %d requests", len(requests))
+    for run, index in requests:
+        if run.reason is None:
+            try:
+                size_of([(run, index)])
+            except Exception as error:  # noqa: BLE001 - this file fails, the others go on
+                run.reason = _reason(error)
+    live = [(run, index) for run, index in requests if run.reason is None]
+    try:
+        return size_of(live) if live else 1
+    except Exception:  # noqa: BLE001 - then each request runs alone
+        return 1
+
+
+def _run_files(
+    engine: Engine, runs: list[FileRun], settings: dict, progress: FileProgress, log
+) -> list[dict]:
+    """The records of ``runs``: their requests in batches of the engine's size, each file
+    finished (written, recorded, counted) after the batch that completes it."""
+    requests = [(run, index) for run in runs for index in range(len(run.work.requests))]
+    if engine.task == "text-generation":
+        # Longest prompts first: each batch holds prompts of similar length (little
+        # padding), and the first, longest batch sizes the fast decoder's cache, which
+        # the batches after it reuse instead of building and compiling a larger one.
+        tokenizer = engine.tokenizer
+        requests.sort(
+            key=lambda request: len(tokenizer(request[0].work.requests[0].text)["input_ids"]),
+            reverse=True,
+        )
+    budget = settings["max_new_tokens"]
+    size = batch_size_of(engine, requests, budget, log)
+    files = []
+    for start in range(0, len(requests), size):
+        group = requests[start : start + size]
+        began = time.perf_counter()
+        # A file that failed already (one of its questions) asks nothing more.
+        if live := [(run, index) for run, index in group if run.reason is None]:
+            _run_requests(engine, live, budget, log)
+        took = time.perf_counter() - began
+        records = []
+        for run, _ in group:
+            if run.finished and not run.recorded:
+                run.recorded = True
+                records.append(_finish(run, engine, settings))
+        files.extend(records)
+        for status in (DONE, FAILED):
+            names = [r["name"] for r in records if r["status"] == status]
+            progress.files_done(names, status, took if status == DONE else None)
+    return files
+
+
+def _read_files(
+    engine: Engine, items: list[BatchItem], settings: dict, progress: FileProgress
+) -> tuple[list[FileRun], list[dict]]:
+    """Each file's requests, and the records of the files that cannot be read."""
+    runs, failed = [], []
+    for item in items:
+        try:
+            work = stages.file_requests(
+                engine.loaded, engine.task, settings, item.source, item.name, item.questions
+            )
+        except Exception as error:  # noqa: BLE001 - one file's failure must not stop the batch
+            failed.append(_failed(item, FAILED, _reason(error)))
+            progress.files_done([item.name], FAILED)
+            continue
+        runs.append(FileRun(item, work))
+    return runs, failed
 
 
 def run_stage_batch(
@@ -231,55 +310,38 @@ def run_stage_batch(
         else:
             pending.append(item)
 
-    loaded = None
-    device = None
-    try:
-        if manifest.get("status") != READY:
-            raise RuntimeError(
-                f"model {model_settings['name']} is not available "
-                f"({manifest.get('status')}: {manifest.get('reason')})"
-            )
-        if pending:
-            from localbench.engine.loading import load_model
-            from localbench.fetch.acquire import ensure_intact
+    engine = None
+    if pending:
+        try:
+            engine = _open_engine(settings, manifest, model_dir, record)
+        except Exception as error:  # noqa: BLE001 - the batch's files fail with the reason
+            reason = _reason(error)
+            if log:
+                log.exception("stage %s: model not opened", settings["stage"])
+            files.extend(_failed(item, FAILED, reason) for item in pending)
+            progress.files_done([item.name for item in pending], FAILED)
 
-            # Damaged weights are fetched again, never loaded.
-            if problems := ensure_intact(model_settings, manifest, model_dir):
-                raise RuntimeError("checkpoint damaged and not repaired: " + "; ".join(problems))
-            device = resolve_device(model_settings["device"])
-            dtype_name, _ = resolve_dtype(model_settings["dtype"], device)
-            record.update(device=str(device), dtype=dtype_name)
-            torch.manual_seed(0)
-            synchronize(device)
-            start = time.perf_counter()
-            loaded = load_model(model_dir, task, DTYPES[dtype_name], device)
-            synchronize(device)
-            record["load_s"] = time.perf_counter() - start
-    except Exception as error:  # noqa: BLE001 - the batch's files fail with the reason
-        reason = results.one_line(error)
-        if log:
-            log.exception("stage %s: model not loaded", settings["stage"])
-        files.extend(_failed(item, FAILED, reason) for item in pending)
-        progress.files_done([item.name for item in pending], FAILED)
-        pending = []
-
-    # The wall time of the files' inference (after the load): files decoded together
+    # The wall time of the files' inference (after the load): files run together
     # overlap, so their latencies do not add up to it.
     start = time.perf_counter()
-    if pending and task == "text-generation" and uses_fast_backend(loaded, settings):
-        record["backend"] = "fast"
-        files.extend(_run_texts_fast(loaded, device, pending, settings, log, progress))
-    else:
-        record["backend"] = "eager"
-        for item in pending:
-            files.append(_run_item(loaded, device, task, item, settings, log))
-            # Between files: the file's own timing is over.
-            progress.files_done([item.name], files[-1]["status"], files[-1].get("latency_s"))
+    if engine is not None:
+        # A text stage reads all its files at once (to batch similar lengths); audio and
+        # images are read a window at a time.
+        window = len(pending) if task == "text-generation" else MEDIA_FILES_IN_MEMORY
+        for first in range(0, len(pending), window):
+            runs, unreadable = _read_files(
+                engine, pending[first : first + window], settings, progress
+            )
+            files.extend(unreadable)
+            files.extend(_run_files(engine, runs, settings, progress, log))
+        # Plain JSON: what the runner says of its decoder (graphs, compilation).
+        record["engine"] = json.loads(json.dumps(engine.details(), default=str))
+        device = engine.loaded.device
+        engine.close()
+        del engine
+        release_memory(device)
     progress.close()
     record["inference_s"] = time.perf_counter() - start
-    del loaded
-    if device is not None:
-        release_memory(device)
     order = {item.name: index for index, item in enumerate(items)}
     record["files"] = sorted(files, key=lambda f: order[f["name"]])
     record["finished_at"] = results.now_utc()

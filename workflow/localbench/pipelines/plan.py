@@ -38,6 +38,15 @@ DEFAULT_MAX_NEW_TOKENS = {
     "text-generation": 96,
 }
 DEFAULT_QUESTIONS = ("What is shown in this picture?",)
+# Files per job where a pipeline sets no batch_size. A job has a fixed cost: starting
+# Python, importing torch, loading the model and, on a GPU, compiling and capturing the
+# decoder (tens of seconds). On the CPU that is small beside the files' inference and
+# small jobs rerun few files when one is added. On CUDA and MPS, where a file takes
+# well under a second, the fixed cost would dominate: a stage runs as one job up to
+# this many files (more are cut into stable batches of this size on average).
+CPU_FILES_PER_JOB = 16
+ACCELERATOR_FILES_PER_JOB = 1024
+ACCELERATORS = ("cuda", "mps")
 # Folders of a pipeline's own that a stage's output folder must not take.
 RESERVED_STAGE_NAMES = {"batches", "settings"}
 # A stage's model settings: what decides its outputs, and what its job needs to fetch
@@ -125,12 +134,6 @@ def check_pipelines(config: dict) -> None:
                     f"invalid config: {where}.prompt: a text-generation stage needs a prompt "
                     "containing {previous} (where the previous stage's output goes)"
                 )
-            for key in ("backend", "decode_batch"):
-                if task != "text-generation" and key in stage:
-                    raise ConfigError(
-                        f"invalid config: {where}.{key}: only text-generation stages take "
-                        f"{key}; {model!r} is a {task} model"
-                    )
             if task != "text-generation" and prompt is not None:
                 raise ConfigError(
                     f"invalid config: {where}.prompt: only text-generation stages take a "
@@ -172,11 +175,13 @@ def stage_settings(config: dict, pipeline: str, index: int, model_settings: dict
         "max_new_tokens": stage.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS[task]),
         "extension": stage.get("extension", "txt"),
     }
+    # Every stage runs through the engine: fast where the model supports it (the engine
+    # falls back to eager and says why), decode_batch the most requests run together.
+    settings["backend"] = stage.get("backend", "fast")
+    if stage.get("decode_batch"):
+        settings["decode_batch"] = stage["decode_batch"]
     if task == "text-generation":
         settings["prompt"] = stage["prompt"]
-        settings["backend"] = stage.get("backend", "fast")
-        if stage.get("decode_batch"):
-            settings["decode_batch"] = stage["decode_batch"]
     if task == "visual-question-answering":
         settings["questions"] = list(spec.get("questions") or DEFAULT_QUESTIONS)
     if index > 0:
@@ -399,6 +404,18 @@ def stable_batches(names: list[str], batch_size: int) -> list[Batch]:
     return batches
 
 
+def job_batches(names: list[str], batch_size: int | None, device_type: str) -> list[Batch]:
+    """The jobs of a pipeline's files: ``batch_size`` files each on average when the
+    pipeline sets it, else :data:`CPU_FILES_PER_JOB` on the CPU, and on an accelerator one
+    job of every file up to :data:`ACCELERATOR_FILES_PER_JOB` (stable batches of that
+    size beyond)."""
+    if batch_size is None and device_type in ACCELERATORS:
+        if len(names) <= ACCELERATOR_FILES_PER_JOB:
+            return [_batch(sorted(names))] if names else []
+        batch_size = ACCELERATOR_FILES_PER_JOB
+    return stable_batches(names, batch_size or CPU_FILES_PER_JOB)
+
+
 def _batch(names: list[str]) -> Batch:
     first = hashlib.sha256(names[0].encode("utf-8")).hexdigest()
     return Batch(id=f"b{first[:10]}", names=tuple(names))
@@ -508,8 +525,16 @@ def _plan_outputs(
     return planned
 
 
-def plan_pipeline(config: dict, name: str, results_dir: str, models_root: str, logs_dir: str):
-    """Stages, input files, batches and every path of pipeline ``name``.
+def plan_pipeline(
+    config: dict,
+    name: str,
+    results_dir: str,
+    models_root: str,
+    logs_dir: str,
+    device_type: str = "cpu",
+):
+    """Stages, input files, batches (:func:`job_batches` on ``device_type``, where the
+    jobs run) and every path of pipeline ``name``.
 
     A file that cannot be planned is rejected in the listing with its reason; the
     others are planned as usual.
@@ -532,7 +557,7 @@ def plan_pipeline(config: dict, name: str, results_dir: str, models_root: str, l
         {s["name"]: (f"{root}/{s['name']}", s["settings"]["extension"]) for s in stages},
     )
     jobs = []
-    for batch in stable_batches(listing.usable, spec.get("batch_size", 16)):
+    for batch in job_batches(listing.usable, spec.get("batch_size"), device_type):
         previous: list[str] = []
         sources = [os.path.join(folder, file_name) for file_name in batch.names]
         for stage in stages:
@@ -567,7 +592,7 @@ def plan_pipeline(config: dict, name: str, results_dir: str, models_root: str, l
 
 
 def plan_pipelines(
-    config: dict, results_dir: str, models_root: str, logs_dir: str
+    config: dict, results_dir: str, models_root: str, logs_dir: str, device_type: str = "cpu"
 ) -> tuple[dict[str, PipelinePlan], dict[str, str]]:
     """The plan of every enabled pipeline, and one line for each enabled pipeline that is
     not run: a stage's model is not configured, or planning it failed.
@@ -585,7 +610,9 @@ def plan_pipelines(
             not_run[name] = missing[name]
             continue
         try:
-            plans[name] = plan_pipeline(config, name, results_dir, models_root, logs_dir)
+            plans[name] = plan_pipeline(
+                config, name, results_dir, models_root, logs_dir, device_type
+            )
         except Exception as error:  # noqa: BLE001 - one pipeline's problem stops only it
             not_run[name] = f"{name}: not run: planning failed: {printable_name(one_line(error))}"
     return plans, not_run
