@@ -13,7 +13,7 @@ from transformers import GenerationMixin
 
 from localbench.engine.device import available_memory_bytes
 from localbench.engine.generation import GREEDY
-from localbench.measure.scenarios.image_to_text import VQA_PROMPT
+from localbench.engine.vision import VQA_PROMPT, patch_size
 from localbench.measure.scenarios.speech_recognition import SAMPLING_RATE, decoder_prompt
 from localbench.pipelines import media
 from localbench.pipelines.media import UnreadableInput
@@ -24,9 +24,6 @@ from localbench.pipelines.media import UnreadableInput
 # shortest spoken word. Anything shorter holds no word, and Whisper, which pads every
 # input to 30 s, would "transcribe" the padding into invented text.
 MIN_AUDIO_FRAMES = 10
-# Vision encoders cut the resized image into square patches; a picture smaller than one
-# patch side has less detail than a single patch. Used when a config names no patch.
-DEFAULT_PATCH_SIZE = 16
 
 
 def _new_tokens(output: torch.Tensor, prompt_length: int) -> list[int]:
@@ -79,12 +76,6 @@ def transcribe(loaded, path: str, settings: dict) -> tuple[str, dict]:
         "window_seconds": window / SAMPLING_RATE,
     }
     return " ".join(text for text in texts if text), details
-
-
-def patch_size(loaded) -> int:
-    """The side in pixels of the model's vision patches: the smallest image it can use."""
-    vision = getattr(loaded.model.config, "vision_config", None)
-    return int(getattr(vision, "patch_size", None) or DEFAULT_PATCH_SIZE)
 
 
 def _image_inputs(loaded, image, prompt: str | None):

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from localbench.engine.backends import blip, blip2
+from localbench.engine.backends import blip
 from localbench.engine.generation import Run, greedy_fixed_length
+from localbench.engine.vision import VQA_PROMPT, fast_decoder_class
 from localbench.measure.inputs import QUESTION, benchmark_image
 from localbench.measure.scenarios.common import generation_metrics, repeat_fast_requests
 from localbench.measure.stats import Measurement
 from localbench.measure.timing import repeat, timed_generate
-
-VQA_PROMPT = "Question: {question} Answer:"
 
 
 def _inputs(loaded, image, prompt):
@@ -40,21 +39,6 @@ def _eager(loaded, image, prompt, bench: dict, observer=None):
 
     runs = repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
     return runs, runs[-1].extra["output"][0, -bench["new_tokens"] :].tolist(), {}
-
-
-# The fast decoder of each vision-language architecture: its support check and class.
-FAST_DECODERS = [(blip2.supports, blip2.Blip2FastDecoder), (blip.supports, blip.BlipFastDecoder)]
-
-
-def fast_decoder_class(model):
-    """The fast decoder class for ``model``, or None and the reasons none applies."""
-    reasons = []
-    for supports, decoder_class in FAST_DECODERS:
-        ok, why = supports(model)
-        if ok:
-            return decoder_class, ""
-        reasons.append(why)
-    return None, "; ".join(reasons)
 
 
 def _prompt_ids(loaded, inputs):
