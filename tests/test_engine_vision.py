@@ -15,11 +15,13 @@ from localbench.engine.loading import load_model
 from localbench.engine.vision import VQA_PROMPT, fast_decoder_class
 from localbench.fetch.synthetic import build_synthetic_checkpoint
 from localbench.measure.inputs import QUESTION, benchmark_image
+from localbench.measure.scenarios import image_to_text, multimodal
 from media_files import picture
 from PIL import Image
 
 CPU = torch.device("cpu")
 NEW_TOKENS = 10
+BENCH = {"new_tokens": 6, "warmup_runs": 1, "repetitions": 2, "image_size": [320, 240]}
 # A drawing, a gradient with shapes, and noise: images that a tiny model tells apart.
 IMAGES = [
     picture(320, 240),
@@ -234,3 +236,39 @@ def test_deepseek_vl2_through_the_engine_gives_the_scenarios_tokens(tiny_vl2):
     events = list(engine.stream(other, 5))
     unforced = engine.run([other], 5)[0]
     assert [e.token_id for e in events] == unforced.token_ids
+
+
+def test_multimodal_scenario_measures_through_the_engine(tiny_vl2):
+    result = multimodal.measure(tiny_vl2, BENCH, backend="fast")
+    expected, inputs = _scenario_path(tiny_vl2, benchmark_image(320, 240), QUESTION, 6)
+    assert result["generated_token_ids"] == expected
+    assert result["backend"]["used"] == "eager" and result["backend"]["requested"] == "fast"
+    assert result["inputs"]["prompt_tokens"] == inputs.input_ids.shape[1]
+    assert result["inputs"]["tiling"] == [inputs.tiling.width_tiles, inputs.tiling.height_tiles]
+    metrics = result["metrics"]
+    assert metrics["tokens_generated"]["values"] == [6, 6]
+    assert metrics["inter_token_latency_ms"]["count"] == 2 * 5
+    for name in ("image_embedding_ms", "prefill_ms", "prefill_tokens_per_s", "images_per_s"):
+        assert metrics[name]["count"] == 2
+
+
+@pytest.mark.parametrize("backend", ["eager", "fast"])
+def test_image_to_text_scenario_measures_through_the_engine(vision_model, backend):
+    loaded, _, _ = vision_model
+    result = image_to_text.measure(loaded, BENCH, backend=backend)
+    asks = loaded.task == "visual-question-answering"
+    # What the scenario measured before the engine: generate() on the processor's inputs.
+    prompt = VQA_PROMPT.format(question=QUESTION) if asks else None
+    inputs = loaded.processor(images=benchmark_image(320, 240), text=prompt, return_tensors="pt")
+    with torch.inference_mode():
+        expected = loaded.model.generate(**inputs, **greedy_fixed_length(6))[0, -6:].tolist()
+    assert result["generated_token_ids"] == expected
+    text = loaded.processor.tokenizer.decode(expected, skip_special_tokens=True).strip()
+    assert result["sample_output"] == text
+    assert result["backend"]["used"] == backend
+    assert ("cuda_graph" in result["backend"]) == (backend == "fast")
+    assert result["inputs"]["prompt"] == prompt
+    metrics = result["metrics"]
+    assert metrics["tokens_generated"]["values"] == [6, 6]
+    assert metrics["inter_token_latency_ms"]["count"] == 2 * 5
+    assert metrics["images_per_s"]["count"] == 2

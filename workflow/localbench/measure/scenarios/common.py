@@ -8,6 +8,7 @@ from collections.abc import Callable
 from localbench.engine.backends.fast import supports
 from localbench.engine.device import synchronize
 from localbench.engine.generation import Run
+from localbench.engine.inference import Engine, Request
 from localbench.measure.stats import Measurement
 from localbench.measure.timing import repeat
 
@@ -49,6 +50,24 @@ def repeat_fast_requests(
         "CPU), no sync per token"
     )
     return runs, runs[-1].extra["tokens"], details
+
+
+def engine_runs(engine: Engine, request: Request, bench: dict, observer=None) -> list[Run]:
+    """Warm-up and measured runs of ``request`` through ``engine``, alone, at the
+    benchmark's fixed length (``force_new_tokens``). The engine times a request from
+    before its preprocessing, after a device sync; each run's ``extra["output"]`` is the
+    engine's output."""
+
+    def once() -> Run:
+        output = engine.run([request], bench["new_tokens"], force_new_tokens=True)[0]
+        run = output.to_run()
+        if engine.backend == "eager":
+            # generate() stamps each token as it is made: the last token at its stamp, as
+            # timed_generate records it (the output's end is after generate() returns).
+            run.last_token = output.first_token + sum(output.inter_token_s)
+        return run
+
+    return repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
 
 
 def llama_family_backend(model, backend: str) -> tuple[str, str | None]:
