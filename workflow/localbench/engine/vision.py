@@ -123,7 +123,7 @@ class ImageTextRunner(Runner):
 
     def _prompt_text(self, request: Request) -> str | None:
         if request.image is None:
-            raise ValueError(f"an {self.loaded.task} request needs an image")
+            raise ValueError(f"a {self.loaded.task} request needs an image")
         if not self.asks:
             return None
         if request.text is None:
