@@ -30,7 +30,7 @@ from localbench.engine.backends.fast import end_of_sequence_ids
 from localbench.engine.backends.whisper import WhisperFastDecoder, supports
 from localbench.engine.device import available_memory_bytes, synchronize
 from localbench.engine.generation import GREEDY, greedy_fixed_length
-from localbench.engine.inference import Output, Request, Runner, register
+from localbench.engine.requests import Output, Request, Runner
 from localbench.engine.text import KV_CACHE_SHARE, MAX_DECODE_BATCH, StepClock
 
 SAMPLING_RATE = 16_000
@@ -139,7 +139,6 @@ class _InOrder:
                 self.on_token(request, token_id, when)
 
 
-@register
 class SpeechRunner(Runner):
     tasks = ("speech-recognition",)
 

@@ -16,7 +16,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from localbench.engine.backends.fast import FastDecoder, end_of_sequence_ids, supports
 from localbench.engine.device import available_memory_bytes, synchronize
 from localbench.engine.generation import GREEDY, greedy_fixed_length
-from localbench.engine.inference import Output, Request, Runner, register
+from localbench.engine.requests import Output, Request, Runner
 
 # The most sequences decoded together, and the share of the free memory their KV cache
 # may take (the rest is left for activations and the allocator).
@@ -61,7 +61,6 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
     return 2 * config.num_hidden_layers * heads * head_dim * itemsize
 
 
-@register
 class TextRunner(Runner):
     tasks = ("text-generation",)
 

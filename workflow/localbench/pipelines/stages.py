@@ -12,12 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from localbench.engine.inference import Output, Request
+from localbench.engine.requests import Output, Request
+from localbench.engine.vision import patch_size
 from localbench.pipelines import media
 
-# Vision encoders cut the resized image into square patches; a picture smaller than one
-# patch side has less detail than a single patch. Used when a config names no patch.
-DEFAULT_PATCH_SIZE = 16
 # What a runner reports about the batch a request ran in; the file's record keeps its own
 # fields for those (decode_batch, decode_batch_rule).
 BATCH_DETAILS = ("batch", "batch_rule")
@@ -30,12 +28,6 @@ class FileRequests:
     requests: list[Request]
     details: dict = field(default_factory=dict)
     questions: list[str] = field(default_factory=list)  # visual question answering
-
-
-def patch_size(loaded) -> int:
-    """The side in pixels of the model's vision patches: the smallest image it can use."""
-    vision = getattr(loaded.model.config, "vision_config", None)
-    return int(getattr(vision, "patch_size", None) or DEFAULT_PATCH_SIZE)
 
 
 def sampling_rate(loaded) -> int:

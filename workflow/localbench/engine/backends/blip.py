@@ -1,9 +1,10 @@
 """The fast backend for BLIP's captioning decoder (a BERT-style text decoder).
 
 BLIP captions with a post-norm BERT decoder that cross-attends to the vision tower's
-patch embeddings. ``encode`` runs the model's own vision tower once per image and
-writes every layer's cross-attention keys and values into fixed buffers; the prompt is
-the decoder's start token, as ``generate()`` builds it without text. Decoding then runs
+patch embeddings. ``encode`` runs the model's own vision tower once per image (up to
+``batch`` images, one per sequence) and writes every layer's cross-attention keys and
+values into fixed buffers; the prompt is the decoder's start token, as ``generate()``
+builds it without text, so the prompts of a batch are never padded. Decoding then runs
 on the same engine as the other fast decoders (``StaticDecoder``), with learned
 positions, the model's own norms, MLPs and prediction head, and the separator token
 (BLIP's end of caption) banned for a forced length, as ``min_new_tokens`` bans it.
@@ -30,7 +31,8 @@ def start_ids(model) -> list[int]:
 
 
 class BlipFastDecoder(StaticDecoder):
-    """Greedy captions for one image; call ``encode`` first, then ``generate``."""
+    """Greedy captions for up to ``batch`` images; call ``encode`` first, then
+    ``generate`` (one image) or ``generate_batch``."""
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class BlipFastDecoder(StaticDecoder):
         max_len: int,
         use_cuda_graph: bool | None = None,
         use_compile: bool | None = None,
+        batch: int = 1,
     ) -> None:
         ok, why = supports(model)
         if not ok:
@@ -69,12 +72,20 @@ class BlipFastDecoder(StaticDecoder):
             [model.config.text_config.sep_token_id],
             use_cuda_graph=use_cuda_graph,
             use_compile=use_compile,
+            batch=batch,
         )
 
     @torch.inference_mode()
     def encode(self, pixel_values: torch.Tensor) -> None:
-        """Vision tower of one image; every layer's cross-attention keys/values kept."""
+        """Vision tower of up to ``batch`` images, sequence i's image in row i; every
+        layer's cross-attention keys/values kept. Rows past the images repeat the first,
+        as ``generate_batch`` repeats the first prompt there."""
+        count = pixel_values.shape[0]
+        if not 1 <= count <= self.batch:
+            raise ValueError(f"expected 1 to {self.batch} images, got {count}")
         image = self.model.vision_model(pixel_values=pixel_values)[0]
+        if count < self.batch:
+            image = torch.cat([image, image[:1].expand(self.batch - count, -1, -1)])
         for index, layer in enumerate(self.layers):
             cross = layer.crossattention.self
             keys, values = self._heads(cross.key(image)), self._heads(cross.value(image))
@@ -98,12 +109,12 @@ class BlipFastDecoder(StaticDecoder):
         length = x.shape[1]
         q = self._heads(block.self.query(x))
         out = _grouped_attention(q, keys, values, mask, self.head_dim**-0.5)
-        out = out.transpose(1, 2).reshape(1, length, self.width)
+        out = out.transpose(1, 2).reshape(x.shape[0], length, self.width)
         return block.output.LayerNorm(block.output.dense(out) + x)
 
     def _forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hidden state of the last position after writing all positions to the cache."""
-        mask = self.positions[None, :] <= positions[:, None]
+        mask = self._visible_keys(positions)
         everything = torch.ones(1, self.cross_keys[0].shape[2], dtype=torch.bool, device=x.device)
         for index, layer in enumerate(self.layers):
             attention = layer.attention.self

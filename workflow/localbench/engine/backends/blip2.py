@@ -2,10 +2,13 @@
 
 BLIP-2 answers with an OPT decoder whose prompt starts with image-token placeholders;
 ``generate()`` replaces their embeddings with the Q-Former's projected query outputs.
-``encode`` runs the model's own vision tower, Q-Former and projection once per image and
-writes the result into a fixed buffer; the prefill puts it in place of the placeholders
-(in order, as ``masked_scatter`` does) with fixed-shape operations, so the step compiles
-and captures like the text decoder's. Decoding then reads the OPT weights only: the
+``encode`` runs the model's own vision tower, Q-Former and projection once per image (up
+to ``batch`` images, one per sequence) and writes the result into a fixed buffer; the
+prefill puts each sequence's features in place of its placeholders (in order, as
+``masked_scatter`` does) with fixed-shape operations, so the step compiles and captures
+like the text decoder's. In a batch, shorter prompts are padded on the left; the padding
+is hidden from attention and each sequence counts its positions from its first token, as
+OPT counts them from the attention mask. Decoding then reads the OPT weights only: the
 same engine (``StaticDecoder``), with OPT's learned positions (offset by two), pre- or
 post-norm layers as the config says, and the language model's own suppression of
 end-of-sequence for a forced length.
@@ -33,7 +36,8 @@ def supports(model) -> tuple[bool, str]:
 
 
 class Blip2FastDecoder(StaticDecoder):
-    """Greedy answers for one image; call ``encode`` first, then ``generate``."""
+    """Greedy answers for up to ``batch`` images; call ``encode`` first, then
+    ``generate`` (one image) or ``generate_batch``."""
 
     def __init__(
         self,
@@ -41,6 +45,7 @@ class Blip2FastDecoder(StaticDecoder):
         max_len: int,
         use_cuda_graph: bool | None = None,
         use_compile: bool | None = None,
+        batch: int = 1,
     ) -> None:
         ok, why = supports(model)
         if not ok:
@@ -67,7 +72,7 @@ class Blip2FastDecoder(StaticDecoder):
         self.head_dim = self.width // self.n_heads
         weight = self.embed.weight
         self.device, self.dtype = weight.device, weight.dtype
-        queries = (1, model.config.num_query_tokens, self.embed.embedding_dim)
+        queries = (batch, model.config.num_query_tokens, self.embed.embedding_dim)
         self.image_features = torch.zeros(queries, device=self.device, dtype=self.dtype)
         self._setup(
             max_len,
@@ -75,30 +80,43 @@ class Blip2FastDecoder(StaticDecoder):
             end_of_sequence_ids(language.generation_config),
             use_cuda_graph=use_cuda_graph,
             use_compile=use_compile,
+            batch=batch,
         )
 
     @torch.inference_mode()
     def encode(self, pixel_values: torch.Tensor) -> None:
-        """Vision tower, Q-Former and projection of one image, kept for the next prompt."""
-        features = self.model.get_image_features(pixel_values).pooler_output
-        self.image_features.copy_(features.to(self.dtype))
+        """Vision tower, Q-Former and projection of up to ``batch`` images, sequence i's
+        image in row i, kept for the next prompts. Rows past the images repeat the first,
+        as ``generate_batch`` repeats the first prompt there."""
+        count = pixel_values.shape[0]
+        if not 1 <= count <= self.batch:
+            raise ValueError(f"expected 1 to {self.batch} images, got {count}")
+        features = self.model.get_image_features(pixel_values).pooler_output.to(self.dtype)
+        self.image_features[:count].copy_(features)
+        self.image_features[count:].copy_(features[:1].expand(self.batch - count, -1, -1))
 
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
         x = self.embed(input_ids)
         if prefill:
-            # The n-th placeholder takes the n-th image feature, as masked_scatter fills.
-            placeholders = input_ids[0] == self.image_token_id
-            order = (torch.cumsum(placeholders.long(), dim=0) - 1).clamp(min=0)
+            # A sequence's n-th placeholder takes its n-th image feature, as masked_scatter
+            # fills.
+            placeholders = input_ids == self.image_token_id
+            order = (torch.cumsum(placeholders.long(), dim=1) - 1).clamp(min=0)
             order = order.clamp(max=self.image_features.shape[1] - 1)
-            x = torch.where(placeholders[None, :, None], self.image_features[:, order], x)
+            features = torch.gather(
+                self.image_features, 1, order[..., None].expand(-1, -1, x.shape[-1])
+            )
+            x = torch.where(placeholders[..., None], features, x)
         if self.project_in is not None:
             x = self.project_in(x)
-        return x + self.position_table[positions + POSITION_OFFSET][None]
+        # Positions count from each sequence's first token, after its padding.
+        own_positions = (positions[None, :] - self.pad[:, None]).clamp(min=0)
+        return x + self.position_table[own_positions + POSITION_OFFSET]
 
     def _forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Hidden state of the last position after writing all positions to the cache."""
         length = x.shape[1]
-        mask = self.positions[None, :] <= positions[:, None]
+        mask = self._visible_keys(positions)
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
             h = layer.self_attn_layer_norm(x) if self.pre_norm else x
@@ -107,7 +125,8 @@ class Blip2FastDecoder(StaticDecoder):
             self.keys[index].index_copy_(2, positions, self._heads(attention.k_proj(h)))
             self.values[index].index_copy_(2, positions, self._heads(attention.v_proj(h)))
             out = _grouped_attention(q, self.keys[index], self.values[index], mask, 1.0)
-            x = x + attention.out_proj(out.transpose(1, 2).reshape(1, length, self.width))
+            out = out.transpose(1, 2).reshape(x.shape[0], length, self.width)
+            x = x + attention.out_proj(out)
             if not self.pre_norm:
                 x = layer.self_attn_layer_norm(x)
             h = layer.final_layer_norm(x) if self.pre_norm else x

@@ -284,6 +284,18 @@ class StaticDecoder:
         batch = states.shape[0]
         return states.view(batch, -1, heads or self.n_heads, self.head_dim).transpose(1, 2)
 
+    def _visible_keys(self, positions: torch.Tensor) -> torch.Tensor:
+        """The cache positions each query at ``positions`` attends to, as
+        ``_grouped_attention`` takes them: (T, L) for one sequence; (B, 1, 1, T, L) for a
+        batch, where a sequence sees none of its left padding (``self.pad``) and a padding
+        query sees itself (its output is never used), so no row of the softmax is empty."""
+        causal = self.positions[None, :] <= positions[:, None]
+        if self.batch == 1:
+            return causal
+        unpadded = self.positions[None, :] >= self.pad[:, None]
+        own = self.positions[None, :] == positions[:, None]
+        return ((causal[None] & unpadded[:, None, :]) | own)[:, None, None]
+
     def _embed(self, input_ids: torch.Tensor, positions: torch.Tensor, prefill: bool):
         raise NotImplementedError
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from localbench.engine.device import synchronize
 from localbench.engine.generation import Run
+from localbench.engine.inference import Engine, Request
 from localbench.measure.stats import Measurement
 from localbench.measure.timing import repeat
 
@@ -48,3 +49,18 @@ def repeat_fast_requests(
         "CPU), no sync per token"
     )
     return runs, runs[-1].extra["tokens"], details
+
+
+def engine_runs(engine: Engine, request: Request, bench: dict, observer=None) -> list[Run]:
+    """Warm-up and measured runs of ``request`` through ``engine``, alone, at the
+    benchmark's fixed length (``force_new_tokens``). The engine times a request from
+    before its preprocessing, after a device sync; each run's ``extra["output"]`` is the
+    engine's output."""
+
+    def once() -> Run:
+        output = engine.run([request], bench["new_tokens"], force_new_tokens=True)[0]
+        # Eager runners stamp each token as generate() makes it: the run's last token is
+        # that stamp, before generate() returns (the output's end).
+        return output.to_run()
+
+    return repeat(once, bench["warmup_runs"], bench["repetitions"], observer)

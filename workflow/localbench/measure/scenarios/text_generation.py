@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from localbench.engine.generation import Run
 from localbench.engine.inference import Engine, Request
 from localbench.measure.inputs import prompt_ids
 from localbench.measure.observers import RunObserver
 from localbench.measure.roofline import decode_roofline
-from localbench.measure.scenarios.common import generation_metrics
+from localbench.measure.scenarios.common import engine_runs, generation_metrics
 from localbench.measure.stats import Measurement
-from localbench.measure.timing import repeat
-
-
-def _runs(engine: Engine, input_ids, bench: dict, observer=None):
-    """Warm-up and measured runs of one request of exactly ``new_tokens`` tokens."""
-    request = Request(prompt_ids=input_ids[0].tolist())
-
-    def once() -> Run:
-        output = engine.run([request], bench["new_tokens"], force_new_tokens=True)[0]
-        return output.to_run()
-
-    return repeat(once, bench["warmup_runs"], bench["repetitions"], observer)
 
 
 def measure(
@@ -35,7 +22,7 @@ def measure(
     tokenizer = loaded.processor
     input_ids = prompt_ids(tokenizer, bench["prompt_tokens"]).to(loaded.device)
     engine = Engine(loaded, backend, max_batch=1)
-    runs = _runs(engine, input_ids, bench, observer)
+    runs = engine_runs(engine, Request(prompt_ids=input_ids[0].tolist()), bench, observer)
     tokens = runs[-1].extra["tokens"]
     for run in runs:
         if run.tokens != bench["new_tokens"]:
