@@ -100,3 +100,22 @@ def test_text_scenarios_measure_through_the_engine(tiny_checkpoint_model, backen
     aggregate = batched["metrics"]["aggregate_tokens_per_s"]["median"]
     sequence = batched["metrics"]["sequence_tokens_per_s"]["median"]
     assert aggregate == pytest.approx(3 * sequence)
+
+
+def test_a_batch_padded_to_a_longer_prompt_computes_the_same_tokens(tiny_checkpoint_model):
+    """Prompts padded past their longest (as on CUDA, so batches share one prefill)
+    decode what they decode unpadded, and a smaller batch reuses a larger decoder."""
+    from localbench.engine.backends.fast import FastDecoder
+
+    loaded = tiny_checkpoint_model(TEXT_REPOS[0])
+    tokenizer = loaded.processor
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS[:3]]
+    decoder = FastDecoder(loaded.model, max_len=128, batch=4)
+    plain = decoder.generate_batch(prompts, 8)
+    padded = decoder.generate_batch(prompts, 8, length=64)
+    assert [r.tokens for r in padded] == [r.tokens for r in plain]
+    engine = Engine(loaded, "fast", max_batch=4)
+    engine.run([Request(text=p) for p in PROMPTS[:4]], 6)
+    first = engine.runner.decoder
+    engine.run([Request(text=PROMPTS[0]), Request(text=PROMPTS[2])], 6)
+    assert engine.runner.decoder is first

@@ -22,6 +22,8 @@ from localbench.engine.requests import Output, Request, Runner
 # may take (the rest is left for activations and the allocator).
 MAX_DECODE_BATCH = 64
 KV_CACHE_SHARE = 0.5
+# Prompt lengths of a batch on CUDA are rounded up to a multiple of this (see _fast).
+PREFILL_BUCKET = 64
 
 
 class PromptTooLong(ValueError):
@@ -165,25 +167,42 @@ class TextRunner(Runner):
         return outputs
 
     def _decoder_for(self, rows: int, max_len: int) -> FastDecoder:
-        """The fast decoder, made again only when it is too small (rows, length)."""
+        """The fast decoder, made again only when it is too small (rows, length): a
+        smaller batch runs in a larger decoder, its spare rows repeating the first."""
         decoder = self.decoder
-        if decoder is None or decoder.batch != rows or decoder.max_len < max_len:
+        if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
             self.close()
             self.decoder = FastDecoder(self.loaded.model, max_len=max_len, batch=rows)
         return self.decoder
 
     def _fast(self, prompts, budgets, force, on_token) -> list[Output]:
         budget = max(budgets)
-        max_len = max(len(p) for p in prompts) + budget
-        decoder = self._decoder_for(len(prompts), max_len)
-        if len(prompts) == 1 and force and on_token is None:
+        longest = max(len(p) for p in prompts)
+        # Where steps are compiled and captured, a batch decoder's prompts are padded to
+        # a multiple of PREFILL_BUCKET: batches of different lengths replay one prefill
+        # instead of compiling one each (the padding is hidden from attention). Not for
+        # a forced length: the benchmark measures its prompts at their exact length.
+        length = None
+        if len(prompts) > 1 and not force and self.loaded.device.type == "cuda":
+            length = -(-longest // PREFILL_BUCKET) * PREFILL_BUCKET
+        decoder = self._decoder_for(len(prompts), (length or longest) + budget)
+        if decoder.batch == 1 and force and on_token is None:
             # One sequence of a fixed length: the decoder's timed single-sequence path
             # (per-token gaps from CUDA events, no sync per token).
             ids = torch.tensor([prompts[0]], device=self.loaded.device)
             runs = [decoder.generate(ids, budget)]
         else:
+            if decoder.batch == 1:
+                length = None
+            elif length is not None:
+                length = min(length, decoder.max_len - budget)
             runs = decoder.generate_batch(
-                prompts, budget, stop_at_end=not force, on_token=on_token, pad_id=self.pad_id
+                prompts,
+                budget,
+                stop_at_end=not force,
+                on_token=on_token,
+                pad_id=self.pad_id,
+                length=length,
             )
         tokenizer = self.loaded.processor
         outputs = []

@@ -440,6 +440,7 @@ class StaticDecoder:
         stop_at_end: bool = True,
         on_token=None,
         pad_id: int = 0,
+        length: int | None = None,
     ) -> list[FastRun]:
         """Greedy-generate for up to ``self.batch`` prompts at once; each sequence's run.
 
@@ -452,11 +453,15 @@ class StaticDecoder:
         ``on_token(sequence, token_id, time)`` is called for each new token as it is made
         (time on the host clock, after the step's sync): streaming; the runs then carry
         the gaps between tokens (``inter_token_s``), which are not measured otherwise.
+        ``length`` pads every prompt to at least that many positions, so that batches of
+        different prompt lengths replay one compiled, captured prefill (a batch decoder).
         """
         count = len(prompts)
         if not 1 <= count <= self.batch or any(len(p) == 0 for p in prompts):
             raise ValueError(f"expected 1 to {self.batch} non-empty prompts, got {count}")
-        length = max(len(p) for p in prompts)
+        if length is not None and self.batch == 1:
+            raise ValueError("a decoder of one sequence has no padding to hide")
+        length = max(length or 0, *(len(p) for p in prompts))
         if length + max_new_tokens > self.max_len:
             raise ValueError(
                 f"prompt {length} + {max_new_tokens} new tokens exceed the cache of {self.max_len}"
