@@ -269,10 +269,11 @@ class SpeechRunner(Runner):
         )
 
     def _prepare(self, rows: int, max_len: int) -> None:
-        """The fast decoder for ``rows`` windows, made again only when too small, and its
-        graphs captured: outside any request's time."""
+        """The fast decoder for ``rows`` windows, made again only when too small (a
+        smaller batch runs in a larger decoder, its spare rows repeating the first: no
+        second compile and capture), and its graphs captured: outside any request's time."""
         decoder = self.decoder
-        if decoder is None or decoder.batch != rows or decoder.max_len < max_len:
+        if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
             self.close()
             self.decoder = WhisperFastDecoder(self.loaded.model, max_len=max_len, batch=rows)
         self.decoder.prepare(len(self.prompt))
