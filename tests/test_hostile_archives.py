@@ -373,8 +373,9 @@ def test_markup_and_html_in_profile_backend_and_model_names_are_escaped(tmp_path
     assert "&lt;script&gt;alert(1)&lt;\\|x" in compared_profiles(comparison)
     for line in comparison.splitlines():
         if line.startswith("| ev") or line.startswith("| tiny-llm"):
-            # Model, backend, unit, then speed, ratio, memory for each of the two profiles.
-            assert len(re.findall(r"(?<!\\)\|", line)) == 1 + 3 + 3 * 2, line
+            # Model, backend, unit, then speed, ratio, memory, energy for each of the two
+            # profiles.
+            assert len(re.findall(r"(?<!\\)\|", line)) == 1 + 3 + 4 * 2, line
 
 
 def test_every_hostile_archive_at_once_through_snakemake_compare(workdir, tmp_path_factory):
