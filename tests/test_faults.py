@@ -74,11 +74,13 @@ def test_killed_runs_leave_whole_outputs_and_the_next_run_finishes(workdir):
         return incomplete.is_dir() and any(incomplete.iterdir())
 
     for signum, log in KILLS:
-        # A job quick enough to finish before SIGKILL lands is recorded as done; the kill
-        # is then tried again on a forced rerun of that job, so that the run below really
-        # starts from a job Snakemake never recorded (at most three tries).
-        for attempt in range(3 if signum == signal.SIGKILL else 1):
-            force = ["--forcerun", log.split("/")[0].removesuffix(".log")] if attempt else []
+        # A run may finish a quick job (or every job) before the signal lands: the job is
+        # then recorded as done. The kill is tried again on a forced rerun of that job
+        # (at most three tries), so that every round really interrupts its job, and the
+        # SIGKILL round leaves one Snakemake never recorded.
+        rule = log.split("/")[0].removesuffix(".log")
+        for attempt in range(3):
+            force = ["--forcerun", rule] if attempt else []
             (logs / log).unlink(missing_ok=True)
             run = subprocess.Popen(
                 [*command, "--cores", "1", "report", *force, *TINY],
@@ -88,8 +90,15 @@ def test_killed_runs_leave_whole_outputs_and_the_next_run_finishes(workdir):
                 text=True,
                 start_new_session=True,
             )
-            # The job has started (a job opens its log first).
-            wait_for((logs / log).exists, f"{log} to start", run)
+            # The job has started (a job opens its log first), unless the run ended first.
+            wait_for(
+                lambda run=run, log=log: (logs / log).exists() or run.poll() is not None,
+                f"{log} to start or the run to end",
+            )
+            if run.poll() is not None:
+                run.communicate()
+                assert_outputs_whole(workdir)
+                continue
             jobs = psutil.Process(run.pid).children(recursive=True)
             if signum == signal.SIGKILL:
                 # Snakemake itself dies at once while its job runs on, writes its outputs
@@ -103,6 +112,8 @@ def test_killed_runs_leave_whole_outputs_and_the_next_run_finishes(workdir):
             assert_outputs_whole(workdir)
             if signum != signal.SIGKILL or unrecorded():
                 break
+        else:
+            raise AssertionError(f"three runs ended before {signum!r} could interrupt {rule}")
 
     # The summary job ran on after Snakemake died: its outputs are whole but unrecorded.
     assert (workdir / "results/test-machine/SUMMARY.md").exists()
