@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from localbench.engine.inference import Engine, Request
-from localbench.engine.text import PromptTooLong
+from localbench.engine.requests import PromptTooLong
 
 TEXT_REPOS = ["Qwen/Qwen2.5-1.5B-Instruct", "meta-llama/Llama-3.2-3B-Instruct"]
 PROMPTS = [

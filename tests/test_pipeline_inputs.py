@@ -8,11 +8,13 @@ import os
 import numpy as np
 import pytest
 import soundfile
+from localbench.engine.speech import audio_windows
 from localbench.pipelines import media
 from localbench.pipelines.plan import name_problem, output_path, scan_inputs, stable_batches
 from localbench.pipelines.report import md_block
 from media_files import picture, speech, write_m4a, write_speech
 from PIL import Image
+from transformers import WhisperFeatureExtractor
 
 
 @pytest.mark.parametrize(
@@ -39,7 +41,7 @@ def test_long_audio_is_split_into_windows_not_truncated(tmp_path):
     path = tmp_path / "long.wav"
     soundfile.write(str(path), np.full(8_000 * 65, 0.1, dtype=np.float32), 8_000)
     audio = media.load_audio(path, 16_000)
-    windows = media.split_windows(audio, 16_000 * 30)
+    windows = audio_windows(audio, WhisperFeatureExtractor())  # Whisper's 30 s windows
     assert [len(w) for w in windows] == [480_000, 480_000, 80_000]
 
 

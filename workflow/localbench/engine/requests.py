@@ -11,8 +11,47 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from localbench.engine.device import available_memory_bytes
 from localbench.engine.generation import Run
 from localbench.engine.loading import LoadedModel
+
+# The most sequences decoded together, and the share of the free memory their caches may
+# take (the rest is left for activations and the allocator).
+MAX_DECODE_BATCH = 64
+KV_CACHE_SHARE = 0.5
+
+
+class PromptTooLong(ValueError):
+    """A prompt that leaves no room for a new token in the model's context."""
+
+
+def token_budget(request, prompt_length: int, max_new_tokens: int, limit: int | None) -> int:
+    """The request's new-token budget (its own, else ``max_new_tokens``), within the
+    model's ``limit`` of positions; PromptTooLong when the prompt leaves no room."""
+    wanted = request.max_new_tokens or max_new_tokens
+    if limit is None:
+        return wanted
+    room = limit - prompt_length
+    if room < 1:
+        raise PromptTooLong(
+            f"the prompt is {prompt_length} tokens; the model takes at most {limit} in all"
+        )
+    return min(wanted, room)
+
+
+def tokens_until_end(row: list[int], budget: int, ends: set[int]) -> list[int]:
+    """A sequence's new tokens: up to its budget, before its first end of sequence."""
+    tokens = []
+    for token in row[:budget]:
+        if token in ends:
+            break
+        tokens.append(token)
+    return tokens
+
+
+def gaps(times: list[float]) -> list[float]:
+    """The gaps between consecutive timestamps."""
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 @dataclass
@@ -97,10 +136,27 @@ class Runner:
         self.backend = backend  # the one used: a runner falls back to eager and says why
         self.note: str | None = None
         self.max_batch = max_batch
+        self.batch_rule: str | None = None  # why the last batch size is what it is
 
     def batch_size(self, requests: list[Request], max_new_tokens: int) -> int:
         """How many of ``requests`` run together (at least one)."""
         return 1
+
+    def memory_batch(self, wanted: int, per_sequence: int, units: str, cache: str) -> int:
+        """How many of ``wanted`` sequences run together: up to ``max_batch`` when set,
+        else up to what their caches (``per_sequence`` bytes each) may take of the memory
+        free now (``KV_CACHE_SHARE``) and ``MAX_DECODE_BATCH``; ``batch_rule`` says why."""
+        if self.max_batch:
+            self.batch_rule = f"max_batch {self.max_batch}"
+            return min(wanted, self.max_batch)
+        free, _ = available_memory_bytes(self.loaded.device)
+        fits = max(1, int(free * KV_CACHE_SHARE // per_sequence))
+        size = min(wanted, fits, MAX_DECODE_BATCH)
+        self.batch_rule = (
+            f"{size} of {wanted} {units}: {per_sequence / 2**20:.1f} MiB of {cache} each, "
+            f"{free / 2**30:.1f} GiB free, at most {MAX_DECODE_BATCH}"
+        )
+        return size
 
     def generate(
         self,

@@ -28,10 +28,10 @@ from transformers import GenerationMixin, StoppingCriteriaList
 
 from localbench.engine.backends.fast import end_of_sequence_ids
 from localbench.engine.backends.whisper import WhisperFastDecoder, supports
-from localbench.engine.device import available_memory_bytes, synchronize
+from localbench.engine.device import synchronize
 from localbench.engine.generation import GREEDY, greedy_fixed_length
-from localbench.engine.requests import Output, Request, Runner
-from localbench.engine.text import KV_CACHE_SHARE, MAX_DECODE_BATCH, StepClock
+from localbench.engine.requests import Output, Request, Runner, token_budget
+from localbench.engine.text import StepClock
 
 SAMPLING_RATE = 16_000
 # The shortest audio transcribed, in hops of the feature extractor. Whisper's extractor
@@ -154,7 +154,6 @@ class SpeechRunner(Runner):
         self.ends = set(end_of_sequence_ids(generation))
         self.extractor = loaded.processor.feature_extractor
         self.decoder: WhisperFastDecoder | None = None
-        self.batch_rule: str | None = None
 
     def batch_size(self, requests: list[Request], max_new_tokens: int) -> int:
         """All of them: their windows, not the requests, are batched (``window_batch``)."""
@@ -162,34 +161,15 @@ class SpeechRunner(Runner):
 
     def budget(self, request: Request, max_new_tokens: int) -> int:
         """New tokens per window of ``request``, within the decoder's positions."""
-        wanted = request.max_new_tokens or max_new_tokens
         limit = getattr(self.loaded.model.config, "max_target_positions", None)
-        if limit is None:
-            return wanted
-        room = limit - len(self.prompt)
-        if room < 1:
-            raise ValueError(
-                f"the prompt is {len(self.prompt)} tokens; the model takes at most {limit} in all"
-            )
-        return min(wanted, room)
+        return token_budget(request, len(self.prompt), max_new_tokens, limit)
 
     def window_batch(self, windows: int, max_len: int) -> int:
         """How many windows decode together: up to ``max_batch`` when set, else up to what
         their caches may take of the memory free now (``KV_CACHE_SHARE``) and
         ``MAX_DECODE_BATCH``."""
-        if self.max_batch:
-            self.batch_rule = f"max_batch {self.max_batch}"
-            return min(windows, self.max_batch)
-        loaded = self.loaded
-        per_window = cache_bytes_per_window(loaded.model.config, loaded.dtype, max_len)
-        free, _ = available_memory_bytes(loaded.device)
-        fits = max(1, int(free * KV_CACHE_SHARE // per_window))
-        size = min(windows, fits, MAX_DECODE_BATCH)
-        self.batch_rule = (
-            f"{size} of {windows} windows: {per_window / 2**20:.1f} MiB of self- and "
-            f"cross-attention cache each, {free / 2**30:.1f} GiB free, at most {MAX_DECODE_BATCH}"
-        )
-        return size
+        per_window = cache_bytes_per_window(self.loaded.model.config, self.loaded.dtype, max_len)
+        return self.memory_batch(windows, per_window, "windows", "self- and cross-attention cache")
 
     # -- generation --------------------------------------------------------------
 

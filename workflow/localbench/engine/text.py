@@ -14,20 +14,19 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from localbench.engine.backends.fast import FastDecoder, end_of_sequence_ids, supports
-from localbench.engine.device import available_memory_bytes, synchronize
+from localbench.engine.device import synchronize
 from localbench.engine.generation import GREEDY, greedy_fixed_length
-from localbench.engine.requests import Output, Request, Runner
+from localbench.engine.requests import (
+    Output,
+    Request,
+    Runner,
+    gaps,
+    token_budget,
+    tokens_until_end,
+)
 
-# The most sequences decoded together, and the share of the free memory their KV cache
-# may take (the rest is left for activations and the allocator).
-MAX_DECODE_BATCH = 64
-KV_CACHE_SHARE = 0.5
 # Prompt lengths of a batch on CUDA are rounded up to a multiple of this (see _fast).
 PREFILL_BUCKET = 64
-
-
-class PromptTooLong(ValueError):
-    """A prompt that leaves no room for a new token in the model's context."""
 
 
 class StepClock(StoppingCriteria):
@@ -74,7 +73,6 @@ class TextRunner(Runner):
                 self.backend = "eager"
                 self.note = f"fast backend not available ({why}); ran eager"
         self.decoder: FastDecoder | None = None
-        self.batch_rule: str | None = None
         tokenizer = loaded.processor
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
@@ -110,16 +108,8 @@ class TextRunner(Runner):
 
     def budget(self, request: Request, prompt_length: int, max_new_tokens: int) -> int:
         """The request's new-token budget, within the model's context."""
-        wanted = request.max_new_tokens or max_new_tokens
         limit = getattr(self.loaded.model.config, "max_position_embeddings", None)
-        if limit is None:
-            return wanted
-        room = limit - prompt_length
-        if room < 1:
-            raise PromptTooLong(
-                f"the prompt is {prompt_length} tokens; the model takes at most {limit} in all"
-            )
-        return min(wanted, room)
+        return token_budget(request, prompt_length, max_new_tokens, limit)
 
     def _ids(self, request: Request) -> list[int]:
         key = id(request)
@@ -132,20 +122,9 @@ class TextRunner(Runner):
     def batch_size(self, requests: list[Request], max_new_tokens: int) -> int:
         """As many as asked, up to ``max_batch`` when set, else up to what the KV cache
         may take of the memory free now (``KV_CACHE_SHARE``) and ``MAX_DECODE_BATCH``."""
-        wanted = len(requests)
-        if self.max_batch:
-            self.batch_rule = f"max_batch {self.max_batch}"
-            return min(wanted, self.max_batch)
         longest = max(len(self._ids(r)) + (r.max_new_tokens or max_new_tokens) for r in requests)
         per_sequence = kv_bytes_per_token(self.loaded.model.config, self.loaded.dtype) * longest
-        free, _ = available_memory_bytes(self.loaded.device)
-        fits = max(1, int(free * KV_CACHE_SHARE // per_sequence))
-        size = min(wanted, fits, MAX_DECODE_BATCH)
-        self.batch_rule = (
-            f"{size} of {wanted} requests: {per_sequence / 2**20:.1f} MiB of KV cache each, "
-            f"{free / 2**30:.1f} GiB free, at most {MAX_DECODE_BATCH}"
-        )
-        return size
+        return self.memory_batch(len(requests), per_sequence, "requests", "KV cache")
 
     # -- generation --------------------------------------------------------------
 
@@ -249,11 +228,7 @@ class TextRunner(Runner):
         tokenizer = loaded.processor
         outputs = []
         for prompt, own, row in zip(prompts, budgets, new, strict=True):
-            tokens = []
-            for token in row[:own]:
-                if not force and token in self.ends:
-                    break
-                tokens.append(token)
+            tokens = tokens_until_end(row, own, set() if force else self.ends)
             times = stamps[: len(tokens)] or [stamps[0]]
             outputs.append(
                 Output(
@@ -263,7 +238,7 @@ class TextRunner(Runner):
                     start=start,
                     first_token=times[0],
                     end=times[-1] if len(prompts) > 1 else end,
-                    inter_token_s=[b - a for a, b in zip(times, times[1:], strict=False)],
+                    inter_token_s=gaps(times),
                     last_token=times[-1],
                 )
             )

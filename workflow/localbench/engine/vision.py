@@ -21,16 +21,17 @@ from transformers import StoppingCriteriaList
 
 from localbench.engine.backends import blip, blip2
 from localbench.engine.backends.fast import end_of_sequence_ids
-from localbench.engine.device import available_memory_bytes, synchronize
+from localbench.engine.device import synchronize
 from localbench.engine.generation import GREEDY, greedy_fixed_length
-from localbench.engine.requests import Output, Request, Runner
-from localbench.engine.text import (
-    KV_CACHE_SHARE,
-    MAX_DECODE_BATCH,
-    PromptTooLong,
-    StepClock,
-    kv_bytes_per_token,
+from localbench.engine.requests import (
+    Output,
+    Request,
+    Runner,
+    gaps,
+    token_budget,
+    tokens_until_end,
 )
+from localbench.engine.text import StepClock, kv_bytes_per_token
 
 # BLIP-2's prompt for a question, as its model card asks.
 VQA_PROMPT = "Question: {question} Answer:"
@@ -59,33 +60,6 @@ def fast_decoder_class(model):
     return None, "; ".join(reasons)
 
 
-def _budget(request: Request, prompt_length: int, max_new_tokens: int, limit: int | None) -> int:
-    """The request's new-token budget, within the decoder's ``limit`` of positions."""
-    wanted = request.max_new_tokens or max_new_tokens
-    if limit is None:
-        return wanted
-    room = limit - prompt_length
-    if room < 1:
-        raise PromptTooLong(
-            f"the prompt is {prompt_length} tokens; the model takes at most {limit} in all"
-        )
-    return min(wanted, room)
-
-
-def _until_end(row: list[int], budget: int, ends: set[int]) -> list[int]:
-    """A sequence's new tokens: up to its budget, before its first end of sequence."""
-    tokens = []
-    for token in row[:budget]:
-        if token in ends:
-            break
-        tokens.append(token)
-    return tokens
-
-
-def _gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
-
-
 class ImageTextRunner(Runner):
     """BLIP captions (the image only) and BLIP-2 answers (the image and ``text``, the
     question, asked as ``VQA_PROMPT``), many requests at once."""
@@ -102,7 +76,6 @@ class ImageTextRunner(Runner):
                 self.backend = "eager"
                 self.note = f"fast backend not available ({why}); ran eager"
         self.decoder = None
-        self.batch_rule: str | None = None
         self.asks = loaded.task == "visual-question-answering"
         self.text_config = model.config.text_config
         tokenizer = loaded.processor.tokenizer
@@ -169,22 +142,11 @@ class ImageTextRunner(Runner):
     def batch_size(self, requests: list[Request], max_new_tokens: int) -> int:
         """As many as asked, up to ``max_batch`` when set, else up to what the decoder's
         cache may take of the memory free now (``KV_CACHE_SHARE``) and ``MAX_DECODE_BATCH``."""
-        wanted = len(requests)
-        if self.max_batch:
-            self.batch_rule = f"max_batch {self.max_batch}"
-            return min(wanted, self.max_batch)
         longest = max(
             self._prompt_length(r) + (r.max_new_tokens or max_new_tokens) for r in requests
         )
         per_sequence = self._cache_bytes(longest)
-        free, _ = available_memory_bytes(self.loaded.device)
-        fits = max(1, int(free * KV_CACHE_SHARE // per_sequence))
-        size = min(wanted, fits, MAX_DECODE_BATCH)
-        self.batch_rule = (
-            f"{size} of {wanted} requests: {per_sequence / 2**20:.1f} MiB of decoder cache "
-            f"each, {free / 2**30:.1f} GiB free, at most {MAX_DECODE_BATCH}"
-        )
-        return size
+        return self.memory_batch(len(requests), per_sequence, "requests", "decoder cache")
 
     # -- generation --------------------------------------------------------------
 
@@ -196,7 +158,7 @@ class ImageTextRunner(Runner):
         prompts = self._prompts(inputs, len(requests))
         limit = getattr(self.text_config, "max_position_embeddings", None)
         budgets = [
-            _budget(r, len(p), max_new_tokens, limit)
+            token_budget(r, len(p), max_new_tokens, limit)
             for r, p in zip(requests, prompts, strict=True)
         ]
         inputs = inputs.to(loaded.device)
@@ -269,11 +231,11 @@ class ImageTextRunner(Runner):
         new = output[:, output.shape[1] - steps :].tolist()
         outputs = []
         for prompt, own, row in zip(prompts, budgets, new, strict=True):
-            tokens = _until_end(row, own, ends)
+            tokens = tokens_until_end(row, own, ends)
             times = clock.times[: len(tokens)] or clock.times[:1] or [end]
             last = end if len(prompts) == 1 else times[-1]
             outputs.append(
-                self._output(tokens, prompt, start, times[0], last, _gaps(times), times[-1])
+                self._output(tokens, prompt, start, times[0], last, gaps(times), times[-1])
             )
         return outputs
 
@@ -320,7 +282,7 @@ class DeepseekVL2Runner(Runner):
         inputs = processor(request.image, request.text).to(loaded.device)
         prompt_tokens = int(inputs.input_ids.shape[1])
         limit = getattr(model.language.config, "max_position_embeddings", None)
-        budget = _budget(request, prompt_tokens, max_new_tokens, limit)
+        budget = token_budget(request, prompt_tokens, max_new_tokens, limit)
         embeds = model.embed(
             inputs.input_ids, processor.image_token_id, inputs.pixel_values, inputs.tiling
         )
@@ -343,7 +305,9 @@ class DeepseekVL2Runner(Runner):
         )
         synchronize(loaded.device)
         end = time.perf_counter()
-        tokens = _until_end(output[0, output.shape[1] - len(clock.times) :].tolist(), budget, ends)
+        tokens = tokens_until_end(
+            output[0, output.shape[1] - len(clock.times) :].tolist(), budget, ends
+        )
         times = clock.times[: len(tokens)] or clock.times[:1] or [end]
         tiling = inputs.tiling
         details = {
@@ -364,7 +328,7 @@ class DeepseekVL2Runner(Runner):
                 start=start,
                 first_token=times[0],
                 end=end,
-                inter_token_s=_gaps(times),
+                inter_token_s=gaps(times),
                 details=details,
                 last_token=times[-1],
             )

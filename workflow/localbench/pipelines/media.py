@@ -150,22 +150,6 @@ def load_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def require_duration(samples: np.ndarray, sampling_rate: int, min_samples: int, why: str) -> None:
-    """Raise UnreadableInput when ``samples`` are fewer than ``min_samples``; ``why`` says
-    what the model needs them for."""
-    if len(samples) < min_samples:
-        raise UnreadableInput(
-            f"audio is {len(samples) / sampling_rate:.3f} s long ({len(samples)} samples at "
-            f"{sampling_rate} Hz); at least {min_samples / sampling_rate:.2f} s is needed: {why}"
-        )
-
-
-def split_windows(samples: np.ndarray, window: int) -> list[np.ndarray]:
-    """Consecutive windows of ``window`` samples covering all of ``samples`` (the last
-    one shorter); audio longer than a model's window is split, never cut off."""
-    return [samples[start : start + window] for start in range(0, len(samples), window)]
-
-
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         # A palette may carry transparency; through RGBA it is flattened like alpha.
