@@ -140,7 +140,9 @@ def peer_command(args, *extra: str) -> list[str]:
 
 def our_records(pattern: str) -> dict:
     """Per stage of a pipeline, from its batch records: jobs (model loads), files done
-    and failed, summed load and inference seconds, files/s over the inference seconds."""
+    and failed, summed seconds (process start to the script, imports, checkpoint check,
+    load, inference and the compile and capture within it), files/s over the inference
+    seconds."""
     stages: dict[str, dict] = {}
     for path in sorted(glob.glob(pattern)):
         record = json.loads(Path(path).read_text())
@@ -151,22 +153,32 @@ def our_records(pattern: str) -> dict:
                 "jobs": 0,
                 "done": 0,
                 "failed": 0,
+                "before_script_s": 0.0,
+                "imports_s": 0.0,
+                "check_s": 0.0,
                 "load_s": 0.0,
                 "inference_s": 0.0,
+                "capture_s": 0.0,
                 "backend": set(),
                 "started": record.get("started_at", ""),
             },
         )
         stage["started"] = min(stage["started"], record.get("started_at", ""))
         stage["jobs"] += 1
+        startup = record.get("startup") or {}
+        stage["before_script_s"] += startup.get("before_script_s") or 0.0
+        stage["imports_s"] += startup.get("imports_s") or 0.0
+        stage["check_s"] += record.get("check_s") or 0.0
         stage["load_s"] += record.get("load_s") or 0.0
         stage["inference_s"] += record.get("inference_s") or 0.0
+        stage["capture_s"] += (record.get("engine") or {}).get("graph_capture_s") or 0.0
         stage["backend"].add(str(record.get("backend")))
         for item in record.get("files", []):
             stage["done" if item.get("status") == "done" else "failed"] += 1
     for stage in stages.values():
         stage["backend"] = ",".join(sorted(stage["backend"]))
-        stage["load_s"] = round(stage["load_s"], 3)
+        for key in ("before_script_s", "imports_s", "check_s", "load_s", "capture_s"):
+            stage[key] = round(stage[key], 3)
         stage["inference_s"] = round(stage["inference_s"], 3)
         seconds = stage["inference_s"]
         stage["files_per_s"] = round(stage["done"] / seconds, 3) if seconds > 0 else None
@@ -212,8 +224,10 @@ def summarise(runner: Runner, args, ours_wall: dict) -> dict:
 
 def table(summary: dict) -> str:
     lines = [
-        "pipeline       stage         side  files  load s  infer s  files/s  out tokens",
-        "-------------  ------------  ----  -----  ------  -------  -------  ----------",
+        "pipeline       stage         side  files  start s  import s  load s  infer s  "
+        "capture s  files/s  out tokens",
+        "-------------  ------------  ----  -----  -------  --------  ------  -------  "
+        "---------  -------  ----------",
     ]
     totals = []
     for name, sides in summary["pipelines"].items():
@@ -232,8 +246,11 @@ def table(summary: dict) -> str:
                 files = record.get("done", record.get("files"))
                 tokens = (record.get("output") or {}).get("tokens", "")
                 lines.append(
-                    f"{name:13}  {stage:12}  {side:4}  {files:5}  {record['load_s']:6.1f}  "
-                    f"{record['inference_s']:7.1f}  {record['files_per_s'] or 0:7.2f}  {tokens:>10}"
+                    f"{name:13}  {stage:12}  {side:4}  {files:5}  "
+                    f"{_seconds(record.get('before_script_s'), ''):>7}  "
+                    f"{_seconds(record.get('imports_s'), ''):>8}  {record['load_s']:6.1f}  "
+                    f"{record['inference_s']:7.1f}  {_seconds(record.get('capture_s'), ''):>9}  "
+                    f"{record['files_per_s'] or 0:7.2f}  {tokens:>10}"
                 )
         peer_s = (peer or {}).get("end_to_end_s")
         ours_s = ours["wall_s"]
@@ -245,8 +262,8 @@ def table(summary: dict) -> str:
     return "\n".join(lines + [""] + totals)
 
 
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} s"
+def _seconds(value: float | None, unit: str = " s") -> str:
+    return "-" if value is None else f"{value:.1f}{unit}"
 
 
 def pack(args, out: Path) -> None:

@@ -119,3 +119,16 @@ def test_a_batch_padded_to_a_longer_prompt_computes_the_same_tokens(tiny_checkpo
     first = engine.runner.decoder
     engine.run([Request(text=PROMPTS[0]), Request(text=PROMPTS[2])], 6)
     assert engine.runner.decoder is first
+
+
+@pytest.mark.parametrize("compile_steps", [True, False, None])
+def test_the_engine_hands_its_compile_choice_to_the_fast_decoder(
+    tiny_checkpoint_model, compile_steps
+):
+    loaded = tiny_checkpoint_model(TEXT_REPOS[0])
+    engine = Engine(loaded, "fast", compile_steps=compile_steps)
+    decoder = engine.runner._decoder_for(2, 16)  # torch.compile wraps now, compiles on use
+    # None: compiled where graphs are captured, which a CPU does not do.
+    assert decoder.use_compile is bool(compile_steps)
+    assert engine.details()["compiled"] is bool(compile_steps)
+    engine.close()

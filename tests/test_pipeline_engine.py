@@ -33,7 +33,7 @@ MODEL = "qwen2.5-1.5b-instruct"
 CPU = torch.device("cpu")
 
 
-def test_every_stage_takes_a_backend_and_a_decode_batch():
+def test_every_stage_takes_a_backend_a_decode_batch_and_compile():
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["pipelines"]["voice-notes"]["stages"][0].update(backend="eager", decode_batch=4)
     check_pipelines(config)  # a speech stage takes them as a text stage does
@@ -43,6 +43,11 @@ def test_every_stage_takes_a_backend_and_a_decode_batch():
     blip = model_settings(config, "blip-base")
     settings = stage_settings(config, "photo-stories", 0, blip)
     assert settings["backend"] == "fast" and "decode_batch" not in settings
+    # Captured, not compiled, unless the stage asks.
+    assert settings["compile"] is False
+    config["pipelines"]["photo-stories"]["stages"][0]["compile"] = True
+    check_pipelines(config)
+    assert stage_settings(config, "photo-stories", 0, blip)["compile"] is True
 
 
 @pytest.mark.parametrize("device_type", ["cuda", "mps"])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -35,3 +37,27 @@ def job_log(path: str | Path):
             raise SystemExit(1) from None
         finally:
             logging.getLogger().removeHandler(handler)
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: ``/proc``), else None."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            # The command name (field 2) may hold spaces: count from its closing bracket.
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime", encoding="ascii") as handle:
+            uptime = float(handle.read().split()[0])
+        return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def startup_seconds(script_started: float) -> dict[str, float | None]:
+    """Where a job's time went before its work: ``before_script_s`` from the process's
+    start to the script's first line (the interpreter and Snakemake's preamble), and
+    ``imports_s`` from there to now (``script_started``: ``time.perf_counter()`` at the
+    script's first line)."""
+    imports = time.perf_counter() - script_started
+    age = process_age_s()
+    before = None if age is None else max(0.0, round(age - imports, 3))
+    return {"before_script_s": before, "imports_s": round(imports, 3)}

@@ -1,7 +1,11 @@
 """Snakemake script: one pipeline stage over one batch of files (the model loaded once)."""
+# ruff: noqa: E402 - the clock starts before the library's imports, to time them
 
 import sys
+import time
 from pathlib import Path
+
+SCRIPT_STARTED = time.perf_counter()  # before the library's imports
 
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
@@ -10,13 +14,14 @@ from localbench.atomic import read_json, write_json
 from localbench.config import resolve_threads
 from localbench.engine.caches import use_lasting_compile_caches
 from localbench.engine.device import use_threads
-from localbench.logs import job_log
+from localbench.logs import job_log, startup_seconds
 from localbench.pipelines.batch import BatchItem, run_stage_batch
 from localbench.status import DONE
 
 # Read when torch first compiles, not at import: compiled kernels and autotuning results
 # last across jobs (localbench.engine.caches).
 compile_caches = use_lasting_compile_caches()
+startup = startup_seconds(SCRIPT_STARTED)
 
 inputs = snakemake.input  # noqa: F821 - injected by Snakemake
 outputs = snakemake.output  # noqa: F821
@@ -46,4 +51,4 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         "%s batch %s: %d of %d files done on %d threads",
         settings["stage"], params.batch, done, len(items), threads,
     )  # fmt: skip
-    write_json(outputs.record, {**record, "torch_threads": threads})
+    write_json(outputs.record, {**record, "torch_threads": threads, "startup": startup})

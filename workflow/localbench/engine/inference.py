@@ -66,7 +66,13 @@ class _Detokenizer:
 class Engine:
     """A model opened once for its task and backend; see the module docstring."""
 
-    def __init__(self, loaded: LoadedModel, backend: str = "fast", max_batch: int | None = None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        backend: str = "fast",
+        max_batch: int | None = None,
+        compile_steps: bool | None = None,
+    ):
         if loaded.task not in RUNNERS:
             raise ValueError(
                 f"no inference runner for task {loaded.task!r}; "
@@ -79,7 +85,7 @@ class Engine:
         self.loaded = loaded
         self.task = loaded.task
         self.requested_backend = backend
-        self.runner = RUNNERS[loaded.task](loaded, backend, max_batch)
+        self.runner = RUNNERS[loaded.task](loaded, backend, max_batch, compile_steps)
 
     @property
     def backend(self) -> str:
@@ -171,10 +177,16 @@ def open_engine(
     dtype: str = "auto",
     device: str = "auto",
     max_batch: int | None = None,
+    compile_steps: bool | None = None,
 ) -> Engine:
     """The one way to open a model for inference: load the checkpoint folder for ``task``
-    on ``device`` in ``dtype`` (names as in the config: ``auto`` picks), then wrap it."""
+    on ``device`` in ``dtype`` (names as in the config: ``auto`` picks), then wrap it.
+
+    ``compile_steps``: whether the fast backend compiles its prefill and decode steps with
+    ``torch.compile`` before capturing them as CUDA graphs (fewer, fused kernels, for a
+    compile of tens of seconds the first time on a machine); False captures them as they
+    are; None: compile wherever graphs are captured."""
     target = resolve_device(device)
     dtype_name, _ = resolve_dtype(dtype, target)
     loaded = load_model(Path(model_dir), task, DTYPES[dtype_name], target)
-    return Engine(loaded, backend, max_batch)
+    return Engine(loaded, backend, max_batch, compile_steps)

@@ -131,11 +131,20 @@ class Runner:
 
     tasks: tuple[str, ...] = ()
 
-    def __init__(self, loaded: LoadedModel, backend: str, max_batch: int | None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        backend: str,
+        max_batch: int | None,
+        compile_steps: bool | None = None,
+    ) -> None:
         self.loaded = loaded
         self.backend = backend  # the one used: a runner falls back to eager and says why
         self.note: str | None = None
         self.max_batch = max_batch
+        # Whether a fast decoder compiles its steps with torch.compile before capturing
+        # them as CUDA graphs; None: where it captures graphs (the decoder's default).
+        self.compile_steps = compile_steps
         self.batch_rule: str | None = None  # why the last batch size is what it is
 
     def batch_size(self, requests: list[Request], max_new_tokens: int) -> int:

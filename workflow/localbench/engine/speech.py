@@ -142,8 +142,10 @@ class _InOrder:
 class SpeechRunner(Runner):
     tasks = ("speech-recognition",)
 
-    def __init__(self, loaded, backend: str, max_batch: int | None) -> None:
-        super().__init__(loaded, backend, max_batch)
+    def __init__(
+        self, loaded, backend: str, max_batch: int | None, compile_steps: bool | None = None
+    ) -> None:
+        super().__init__(loaded, backend, max_batch, compile_steps)
         if backend == "fast":
             ok, why = supports(loaded.model)
             if not ok:
@@ -255,7 +257,12 @@ class SpeechRunner(Runner):
         decoder = self.decoder
         if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
             self.close()
-            self.decoder = WhisperFastDecoder(self.loaded.model, max_len=max_len, batch=rows)
+            self.decoder = WhisperFastDecoder(
+                self.loaded.model,
+                max_len=max_len,
+                batch=rows,
+                use_compile=self.compile_steps,
+            )
         self.decoder.prepare(len(self.prompt))
 
     def _fast(self, features, budgets, force, on_token, start) -> list[_Window]:

@@ -65,8 +65,10 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
 class TextRunner(Runner):
     tasks = ("text-generation",)
 
-    def __init__(self, loaded, backend: str, max_batch: int | None) -> None:
-        super().__init__(loaded, backend, max_batch)
+    def __init__(
+        self, loaded, backend: str, max_batch: int | None, compile_steps: bool | None = None
+    ) -> None:
+        super().__init__(loaded, backend, max_batch, compile_steps)
         if backend == "fast":
             ok, why = supports(loaded.model)
             if not ok:
@@ -151,7 +153,12 @@ class TextRunner(Runner):
         decoder = self.decoder
         if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
             self.close()
-            self.decoder = FastDecoder(self.loaded.model, max_len=max_len, batch=rows)
+            self.decoder = FastDecoder(
+                self.loaded.model,
+                max_len=max_len,
+                batch=rows,
+                use_compile=self.compile_steps,
+            )
         return self.decoder
 
     def _fast(self, prompts, budgets, force, on_token) -> list[Output]:

@@ -66,8 +66,10 @@ class ImageTextRunner(Runner):
 
     tasks = ("image-captioning", "visual-question-answering")
 
-    def __init__(self, loaded, backend: str, max_batch: int | None) -> None:
-        super().__init__(loaded, backend, max_batch)
+    def __init__(
+        self, loaded, backend: str, max_batch: int | None, compile_steps: bool | None = None
+    ) -> None:
+        super().__init__(loaded, backend, max_batch, compile_steps)
         model = loaded.model
         self.decoder_class = None
         if backend == "fast":
@@ -191,7 +193,12 @@ class ImageTextRunner(Runner):
         decoder = self.decoder
         if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
             self.close()
-            self.decoder = self.decoder_class(self.loaded.model, max_len=max_len, batch=rows)
+            self.decoder = self.decoder_class(
+                self.loaded.model,
+                max_len=max_len,
+                batch=rows,
+                use_compile=self.compile_steps,
+            )
         return self.decoder
 
     def _fast(self, inputs, prompts, budgets, force, on_token, start) -> list[Output]:
@@ -260,8 +267,10 @@ class DeepseekVL2Runner(Runner):
 
     tasks = ("multimodal",)
 
-    def __init__(self, loaded, backend: str, max_batch: int | None) -> None:
-        super().__init__(loaded, backend, max_batch)
+    def __init__(
+        self, loaded, backend: str, max_batch: int | None, compile_steps: bool | None = None
+    ) -> None:
+        super().__init__(loaded, backend, max_batch, compile_steps)
         if backend == "fast":
             self.backend = "eager"
             self.note = (

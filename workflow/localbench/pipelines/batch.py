@@ -109,7 +109,10 @@ def _open_engine(settings: dict, manifest: dict, model_dir: Path, record: dict) 
             f"({manifest.get('status')}: {manifest.get('reason')})"
         )
     # Damaged weights are fetched again, never loaded.
-    if problems := ensure_intact(model_settings, manifest, model_dir):
+    start = time.perf_counter()
+    problems = ensure_intact(model_settings, manifest, model_dir)
+    record["check_s"] = time.perf_counter() - start
+    if problems:
         raise RuntimeError("checkpoint damaged and not repaired: " + "; ".join(problems))
     device = resolve_device(model_settings["device"])
     dtype_name, _ = resolve_dtype(model_settings["dtype"], device)
@@ -120,7 +123,12 @@ def _open_engine(settings: dict, manifest: dict, model_dir: Path, record: dict) 
     loaded = load_model(model_dir, model_settings["task"], DTYPES[dtype_name], device)
     synchronize(device)
     record["load_s"] = time.perf_counter() - start
-    engine = Engine(loaded, settings.get("backend", "fast"), settings.get("decode_batch"))
+    engine = Engine(
+        loaded,
+        settings.get("backend", "fast"),
+        settings.get("decode_batch"),
+        compile_steps=settings.get("compile", False),
+    )
     record.update(backend=engine.backend, backend_note=engine.note)
     return engine
 

@@ -176,8 +176,12 @@ def stage_settings(config: dict, pipeline: str, index: int, model_settings: dict
         "extension": stage.get("extension", "txt"),
     }
     # Every stage runs through the engine: fast where the model supports it (the engine
-    # falls back to eager and says why), decode_batch the most requests run together.
+    # falls back to eager and says why), decode_batch the most requests run together,
+    # compile whether the fast decoders' captured steps are compiled first (not by
+    # default: on a GPU compiling costs tens of seconds the first time on a machine,
+    # more than it saves over a few hundred files).
     settings["backend"] = stage.get("backend", "fast")
+    settings["compile"] = bool(stage.get("compile", False))
     if stage.get("decode_batch"):
         settings["decode_batch"] = stage["decode_batch"]
     if task == "text-generation":

@@ -12,7 +12,9 @@ row is converted to float32 in registers as it streams in, multiplied with up to
 The kernel is compiled once per machine with PyTorch's extension builder (a C++ compiler
 and ninja; ``-march=native`` and OpenMP where the compiler takes them) and cached in
 ``localbench/cpu_kernel/`` under ``$XDG_CACHE_HOME`` (default ``~/.cache``), keyed by the
-source and the flags. Where it cannot be built the decoder runs PyTorch's products and
+source, the flags and the PyTorch installation it links against (its build file names
+that installation's paths: two virtual environments sharing one folder would rebuild it
+in turn). Where it cannot be built the decoder runs PyTorch's products and
 records why (``unavailable_reason``).
 
 The same source holds ``decode_layer``: a whole Llama/Qwen2 layer's decode step for one
@@ -77,7 +79,8 @@ def _extension():
     errors = []
     for cflags, ldflags in _flag_sets():
         flags = " ".join(cflags + ldflags)
-        digest = hashlib.sha256(source + flags.encode()).hexdigest()[:12]
+        build_key = f"{flags}|{torch.__file__}|{torch.__version__}|{sys.version}"
+        digest = hashlib.sha256(source + build_key.encode()).hexdigest()[:12]
         name = f"localbench_cpu_linear_{digest}"
         try:
             build = _build_folder(name, source)
