@@ -39,7 +39,8 @@ def test_auto_threads_are_the_physical_cores():
 
 def test_the_configured_threads_reach_torch_in_the_jobs(tiny_run, tmp_path):
     """auto in the session's tiny run; then 3 threads with --cores 1, where Snakemake
-    sets OMP_NUM_THREADS=1 for the job, and the job still runs torch on 3."""
+    sets OMP_NUM_THREADS=1 for the job, and the job still runs torch (and starts its
+    OpenMP runtime) on 3."""
     auto = resolve_threads("auto")
     result = json.loads(
         (tiny_run / "benchmarks" / "qwen2.5-1.5b-instruct" / "fast.json").read_text()
@@ -57,9 +58,10 @@ def test_the_configured_threads_reach_torch_in_the_jobs(tiny_run, tmp_path):
     rerun = json.loads((workdir / target).read_text())
     assert rerun["status"] == "measured"
     assert rerun["torch_threads"] == 3
-    assert (
-        json.loads((workdir / "results/test-machine/warmup.json").read_text())["torch_threads"] == 3
-    )
+    warmup = json.loads((workdir / "results/test-machine/warmup.json").read_text())
+    assert warmup["torch_threads"] == 3
+    # OpenMP started with the same count, not Snakemake's 1 for a one-core job.
+    assert rerun["openmp_threads"] == 3 == warmup["openmp_threads"]
 
 
 def claimed_threads(dry_run_output: str) -> dict[str, set[int]]:

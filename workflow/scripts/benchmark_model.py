@@ -1,4 +1,5 @@
 """Snakemake script: benchmark one model and write its result file."""
+# ruff: noqa: E402 - OpenMP's thread count is set before torch is imported
 
 import sys
 from pathlib import Path
@@ -7,6 +8,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json
+from localbench.engine.threads import start_openmp_with
+
+start_openmp_with(read_json(snakemake.input.settings)["threads"])  # noqa: F821
+
 from localbench.engine.caches import use_lasting_compile_caches
 from localbench.logs import job_log
 from localbench.measure.hardware import software_record

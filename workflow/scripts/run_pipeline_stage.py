@@ -1,5 +1,5 @@
 """Snakemake script: one pipeline stage over one batch of files (the model loaded once)."""
-# ruff: noqa: E402 - the clock starts before the library's imports, to time them
+# ruff: noqa: E402 - the clock starts, and OpenMP's thread count is set, before torch is imported
 
 import sys
 import time
@@ -10,8 +10,12 @@ SCRIPT_STARTED = time.perf_counter()  # before the library's imports
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from localbench.atomic import read_json, write_json
 from localbench.config import resolve_threads
+from localbench.engine.threads import start_openmp_with
+
+THREADS = start_openmp_with(resolve_threads(snakemake.config["threads"]))  # noqa: F821
+
+from localbench.atomic import read_json, write_json
 from localbench.engine.caches import use_lasting_compile_caches
 from localbench.engine.device import use_threads
 from localbench.logs import job_log, startup_seconds
@@ -28,7 +32,7 @@ outputs = snakemake.output  # noqa: F821
 params = snakemake.params  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821
-    threads = use_threads(resolve_threads(snakemake.config["threads"]))  # noqa: F821
+    threads = use_threads(THREADS)
     log.info("compile caches: %s", compile_caches)
     settings = read_json(inputs.settings)
     items = [

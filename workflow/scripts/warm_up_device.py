@@ -1,10 +1,15 @@
 """Snakemake script: initialise the device and record what it costs and can do."""
+# ruff: noqa: E402 - OpenMP's thread count is set before torch is imported
 
 import sys
 from pathlib import Path
 
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
+
+from localbench.engine.threads import start_openmp_with
+
+start_openmp_with(snakemake.params.threads)  # noqa: F821
 
 from localbench.atomic import write_json
 from localbench.engine.device import resolve_device, resolve_dtype
