@@ -48,7 +48,7 @@ pipelines: $(INSTALLED)
 	$(SNAKEMAKE) pipelines $(OVERRIDES)
 
 test: $(TESTED)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 lint: $(TESTED)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c requirements.lock

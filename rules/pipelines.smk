@@ -1,7 +1,7 @@
 # Pipelines over the user's input folders: one job per stage and batch of files.
 #
 # The batches are planned at parse time, from the folder listings: a job's outputs are
-# the per-file outputs of its batch, so a model loads once per batch (about 16 files on
+# the per-file outputs of its batch, so a model loads once per batch (about 48 files on
 # the CPU, a whole stage on CUDA or MPS: localbench.pipelines.plan.job_batches), and a
 # new file reruns only its own batch. Changing a stage's prompt or model rewrites its
 # settings file: that stage's jobs rerun, and the later stages' jobs through their inputs.

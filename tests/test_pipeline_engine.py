@@ -147,3 +147,9 @@ def test_a_stage_repairs_its_damaged_checkpoint_then_runs_its_files(workdir):
     record = json.loads(batch.read_text())
     assert record["backend"] == "fast" and record["settings"]["backend"] == "fast"
     assert record["load_s"] > 0
+    # Where the job's time went before its files: the repair took longer than a check,
+    # and the imports (torch, transformers) take a measurable time.
+    assert record["check_s"] > 0
+    assert record["startup"]["imports_s"] > 0.1
+    assert record["startup"]["before_script_s"] is None or record["startup"]["before_script_s"] >= 0
+    assert record["engine"]["compiled"] is False

@@ -39,12 +39,15 @@ DEFAULT_MAX_NEW_TOKENS = {
 }
 DEFAULT_QUESTIONS = ("What is shown in this picture?",)
 # Files per job where a pipeline sets no batch_size. A job has a fixed cost: starting
-# Python, importing torch, loading the model and, on a GPU, compiling and capturing the
-# decoder (tens of seconds). On the CPU that is small beside the files' inference and
-# small jobs rerun few files when one is added. On CUDA and MPS, where a file takes
-# well under a second, the fixed cost would dominate: a stage runs as one job up to
-# this many files (more are cut into stable batches of this size on average).
-CPU_FILES_PER_JOB = 16
+# Python, importing torch and transformers, loading the model, capturing the decoder,
+# exiting: about 10 s on a 2-core machine. On the CPU a file's inference takes seconds
+# (Whisper base, batched: about 2.4 s), so jobs of 48 files keep the fixed cost near a
+# tenth of a job (16 made it a fifth: docs/benchmarks/2026-12-03-cpu-pipelines-overhead-
+# and-batching.md), while an added file still reruns only its own batch. On CUDA and
+# MPS, where a file takes well under a second, the fixed cost would dominate: a stage
+# runs as one job up to this many files (more are cut into stable batches of this size
+# on average).
+CPU_FILES_PER_JOB = 48
 ACCELERATOR_FILES_PER_JOB = 1024
 ACCELERATORS = ("cuda", "mps")
 # Folders of a pipeline's own that a stage's output folder must not take.
