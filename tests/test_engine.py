@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from localbench.engine.backends.fast import FastDecoder
 from localbench.engine.inference import Engine, Request
 from localbench.engine.requests import PromptTooLong
 
@@ -127,7 +128,8 @@ def test_the_engine_hands_its_compile_choice_to_the_fast_decoder(
 ):
     loaded = tiny_checkpoint_model(TEXT_REPOS[0])
     engine = Engine(loaded, "fast", compile_steps=compile_steps)
-    decoder = engine.runner._decoder_for(2, 16)  # torch.compile wraps now, compiles on use
+    # torch.compile wraps now, compiles on use.
+    decoder = engine.runner.fast_decoder(FastDecoder, 2, 16)
     # None: compiled where graphs are captured, which a CPU does not do.
     assert decoder.use_compile is bool(compile_steps)
     assert engine.details()["compiled"] is bool(compile_steps)

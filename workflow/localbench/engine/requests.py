@@ -146,6 +146,7 @@ class Runner:
         # them as CUDA graphs; None: where it captures graphs (the decoder's default).
         self.compile_steps = compile_steps
         self.batch_rule: str | None = None  # why the last batch size is what it is
+        self.decoder = None  # the fast decoder, once made (``fast_decoder``)
 
     def batch_size(self, requests: list[Request], max_new_tokens: int) -> int:
         """How many of ``requests`` run together (at least one)."""
@@ -167,6 +168,22 @@ class Runner:
         )
         return size
 
+    def fast_decoder(self, decoder_class, rows: int, max_len: int):
+        """The fast decoder for ``rows`` sequences of ``max_len`` positions, made again
+        (compiled as ``compile_steps`` says) only when the one held is too small: a
+        smaller batch runs in a larger decoder, its spare rows repeating the first, with
+        no second compile and capture."""
+        decoder = self.decoder
+        if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
+            self.close()
+            self.decoder = decoder_class(
+                self.loaded.model,
+                max_len=max_len,
+                batch=rows,
+                use_compile=self.compile_steps,
+            )
+        return self.decoder
+
     def generate(
         self,
         requests: list[Request],
@@ -184,3 +201,4 @@ class Runner:
 
     def close(self) -> None:
         """Free what the runner holds beside the model (caches, graphs)."""
+        self.decoder = None

@@ -155,7 +155,6 @@ class SpeechRunner(Runner):
         self.prompt = decoder_prompt(generation)
         self.ends = set(end_of_sequence_ids(generation))
         self.extractor = loaded.processor.feature_extractor
-        self.decoder: WhisperFastDecoder | None = None
 
     def batch_size(self, requests: list[Request], max_new_tokens: int) -> int:
         """All of them: their windows, not the requests, are batched (``window_batch``)."""
@@ -251,19 +250,9 @@ class SpeechRunner(Runner):
         )
 
     def _prepare(self, rows: int, max_len: int) -> None:
-        """The fast decoder for ``rows`` windows, made again only when too small (a
-        smaller batch runs in a larger decoder, its spare rows repeating the first: no
-        second compile and capture), and its graphs captured: outside any request's time."""
-        decoder = self.decoder
-        if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
-            self.close()
-            self.decoder = WhisperFastDecoder(
-                self.loaded.model,
-                max_len=max_len,
-                batch=rows,
-                use_compile=self.compile_steps,
-            )
-        self.decoder.prepare(len(self.prompt))
+        """The fast decoder for ``rows`` windows (``fast_decoder``) and its graphs
+        captured: outside any request's time."""
+        self.fast_decoder(WhisperFastDecoder, rows, max_len).prepare(len(self.prompt))
 
     def _fast(self, features, budgets, force, on_token, start) -> list[_Window]:
         decoder = self.decoder
@@ -327,6 +316,3 @@ class SpeechRunner(Runner):
             "between graph replays (host clock on CPU), no sync per token, for one window "
             "of a fixed length, else the host clock where tokens are read as they are made"
         )
-
-    def close(self) -> None:
-        self.decoder = None

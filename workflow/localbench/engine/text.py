@@ -74,7 +74,6 @@ class TextRunner(Runner):
             if not ok:
                 self.backend = "eager"
                 self.note = f"fast backend not available ({why}); ran eager"
-        self.decoder: FastDecoder | None = None
         tokenizer = loaded.processor
         self.pad_id = tokenizer.pad_token_id
         if self.pad_id is None:
@@ -147,20 +146,6 @@ class TextRunner(Runner):
                 output.details["batch_rule"] = self.batch_rule
         return outputs
 
-    def _decoder_for(self, rows: int, max_len: int) -> FastDecoder:
-        """The fast decoder, made again only when it is too small (rows, length): a
-        smaller batch runs in a larger decoder, its spare rows repeating the first."""
-        decoder = self.decoder
-        if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
-            self.close()
-            self.decoder = FastDecoder(
-                self.loaded.model,
-                max_len=max_len,
-                batch=rows,
-                use_compile=self.compile_steps,
-            )
-        return self.decoder
-
     def _fast(self, prompts, budgets, force, on_token) -> list[Output]:
         budget = max(budgets)
         longest = max(len(p) for p in prompts)
@@ -171,7 +156,7 @@ class TextRunner(Runner):
         length = None
         if len(prompts) > 1 and not force and self.loaded.device.type == "cuda":
             length = -(-longest // PREFILL_BUCKET) * PREFILL_BUCKET
-        decoder = self._decoder_for(len(prompts), (length or longest) + budget)
+        decoder = self.fast_decoder(FastDecoder, len(prompts), (length or longest) + budget)
         if decoder.batch == 1 and force and on_token is None:
             # One sequence of a fixed length: the decoder's timed single-sequence path
             # (per-token gaps from CUDA events, no sync per token).
@@ -262,6 +247,3 @@ class TextRunner(Runner):
             "inter-token gaps: CUDA events between graph replays for one sequence of a fixed "
             "length, else the host clock where tokens are read as they are made"
         )
-
-    def close(self) -> None:
-        self.decoder = None

@@ -77,7 +77,6 @@ class ImageTextRunner(Runner):
             if self.decoder_class is None:
                 self.backend = "eager"
                 self.note = f"fast backend not available ({why}); ran eager"
-        self.decoder = None
         self.asks = loaded.task == "visual-question-answering"
         self.text_config = model.config.text_config
         tokenizer = loaded.processor.tokenizer
@@ -187,23 +186,11 @@ class ImageTextRunner(Runner):
             last_token=last_token,
         )
 
-    def _decoder_for(self, rows: int, max_len: int):
-        """The fast decoder, made again only when it is too small (rows, length): a
-        smaller batch runs in a larger decoder, its spare rows repeating the first."""
-        decoder = self.decoder
-        if decoder is None or decoder.batch < rows or decoder.max_len < max_len:
-            self.close()
-            self.decoder = self.decoder_class(
-                self.loaded.model,
-                max_len=max_len,
-                batch=rows,
-                use_compile=self.compile_steps,
-            )
-        return self.decoder
-
     def _fast(self, inputs, prompts, budgets, force, on_token, start) -> list[Output]:
         budget = max(budgets)
-        decoder = self._decoder_for(len(prompts), max(len(p) for p in prompts) + budget)
+        decoder = self.fast_decoder(
+            self.decoder_class, len(prompts), max(len(p) for p in prompts) + budget
+        )
         decoder.encode(inputs["pixel_values"])
         if decoder.batch == 1 and force and on_token is None:
             # One sequence of a fixed length: the decoder's timed single-sequence path
@@ -255,9 +242,6 @@ class ImageTextRunner(Runner):
             "graph replays (host clock on CPU), no sync per token, for one sequence of a "
             "fixed length, else the host clock where tokens are read as they are made"
         )
-
-    def close(self) -> None:
-        self.decoder = None
 
 
 class DeepseekVL2Runner(Runner):
