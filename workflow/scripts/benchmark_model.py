@@ -10,7 +10,8 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 from localbench.atomic import read_json, write_json
 from localbench.engine.threads import start_openmp_with
 
-start_openmp_with(read_json(snakemake.input.settings)["threads"])  # noqa: F821
+settings = read_json(snakemake.input.settings)  # noqa: F821 - injected by Snakemake
+start_openmp_with(settings["threads"])
 
 from localbench.engine.caches import use_lasting_compile_caches
 from localbench.logs import job_log
@@ -22,7 +23,6 @@ from localbench.results import FAILED, new_result, one_line
 # last across jobs (localbench.engine.caches).
 compile_caches = use_lasting_compile_caches()
 
-settings = read_json(snakemake.input.settings)  # noqa: F821 - injected by Snakemake
 inputs = snakemake.input  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821
