@@ -1,5 +1,6 @@
 # Config validation, the hardware profile, paths and input functions.
 # (The Snakefile puts workflow/, the localbench library, on sys.path.)
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from localbench.report import names as lbnames
 from localbench.report.archive_reader import find_archives
 from localbench.config_files import check_config_file
 from localbench.engine.device import DeviceUnavailable, resolve_device
+from localbench.engine import threads as lbthreads
 from localbench.report.locate import RESULTS_ROOT, run_profile
 from localbench.report import peers as lbpeers
 from localbench.locks import clear_stale_locks
@@ -52,6 +54,9 @@ try:
     DEVICE_TYPE = resolve_device(config["device"]).type
 except DeviceUnavailable as error:
     raise WorkflowError(str(error)) from None
+# Jobs start OpenMP before importing torch, so they learn what auto resolved to here
+# (localbench.engine.threads); a job on a cluster node parses this file there.
+os.environ[lbthreads.DEVICE_TYPE_VARIABLE] = DEVICE_TYPE
 RESULTS = f"{RESULTS_ROOT}/{PROFILE}"
 # Tiny checkpoints live apart from full ones; model names start with a letter or digit,
 # so "_tiny" cannot collide with a model.

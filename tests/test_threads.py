@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 
@@ -10,6 +11,7 @@ import psutil
 import pytest
 from conftest import TINY, snakemake
 from localbench.config import resolve_threads
+from localbench.engine import threads as openmp
 from localbench.measure.warmup import copy_buffer_bytes
 from localbench.report.compare import comparison_context, profile_rows, render_comparison
 from media_files import picture
@@ -37,6 +39,25 @@ def test_auto_threads_are_the_physical_cores():
     assert resolve_threads(3) == 3
 
 
+def test_openmp_waits_passively_only_where_an_accelerator_does_the_work(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv(openmp.DEVICE_TYPE_VARIABLE, raising=False)
+    assert openmp.job_device_type("auto") == "cpu"  # outside a run: nothing resolved
+    monkeypatch.setenv(openmp.DEVICE_TYPE_VARIABLE, "cuda")
+    assert openmp.job_device_type("auto") == "cuda"
+    assert openmp.job_device_type("cpu") == "cpu"  # a model set to the CPU stays there
+
+    assert openmp.start_openmp_with(3, "cpu") == 3
+    assert os.environ["OMP_NUM_THREADS"] == "3" and openmp.openmp_wait_policy() is None
+    openmp.start_openmp_with(16, "cuda")
+    assert openmp.openmp_threads() == 16 and openmp.openmp_wait_policy() == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stands
+    openmp.start_openmp_with(16, "mps")
+    assert openmp.openmp_wait_policy() == "ACTIVE"
+    with pytest.raises(ValueError, match="at least 1"):
+        openmp.start_openmp_with(0, "cpu")
+
+
 def test_the_configured_threads_reach_torch_in_the_jobs(tiny_run, tmp_path):
     """auto in the session's tiny run; then 3 threads with --cores 1, where Snakemake
     sets OMP_NUM_THREADS=1 for the job, and the job still runs torch (and starts its
@@ -62,6 +83,9 @@ def test_the_configured_threads_reach_torch_in_the_jobs(tiny_run, tmp_path):
     assert warmup["torch_threads"] == 3
     # OpenMP started with the same count, not Snakemake's 1 for a one-core job.
     assert rerun["openmp_threads"] == 3 == warmup["openmp_threads"]
+    # On the CPU, OpenMP's threads wait as the runtime does by default (or as set).
+    user_policy = os.environ.get("OMP_WAIT_POLICY")
+    assert rerun["openmp_wait_policy"] == user_policy == warmup["openmp_wait_policy"]
 
 
 def claimed_threads(dry_run_output: str) -> dict[str, set[int]]:

@@ -10,12 +10,17 @@ SCRIPT_STARTED = time.perf_counter()  # before the library's imports
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from localbench.config import resolve_threads
-from localbench.engine.threads import start_openmp_with
-
-THREADS = start_openmp_with(resolve_threads(snakemake.config["threads"]))  # noqa: F821
-
 from localbench.atomic import read_json, write_json
+from localbench.config import resolve_threads
+from localbench.engine.threads import job_device_type, openmp_wait_policy, start_openmp_with
+
+inputs = snakemake.input  # noqa: F821 - injected by Snakemake
+settings = read_json(inputs.settings)
+THREADS = start_openmp_with(
+    resolve_threads(snakemake.config["threads"]),  # noqa: F821
+    job_device_type(settings["model"]["device"]),
+)
+
 from localbench.engine.caches import use_lasting_compile_caches
 from localbench.engine.device import use_threads
 from localbench.logs import job_log, startup_seconds
@@ -27,14 +32,12 @@ from localbench.status import DONE
 compile_caches = use_lasting_compile_caches()
 startup = startup_seconds(SCRIPT_STARTED)
 
-inputs = snakemake.input  # noqa: F821 - injected by Snakemake
 outputs = snakemake.output  # noqa: F821
 params = snakemake.params  # noqa: F821
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821
     threads = use_threads(THREADS)
     log.info("compile caches: %s", compile_caches)
-    settings = read_json(inputs.settings)
     items = [
         BatchItem(name=name, source=source, output=output, questions=questions or None)
         for name, source, output, questions in zip(
@@ -55,4 +58,5 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         "%s batch %s: %d of %d files done on %d threads",
         settings["stage"], params.batch, done, len(items), threads,
     )  # fmt: skip
-    write_json(outputs.record, {**record, "torch_threads": threads, "startup": startup})
+    openmp = {"openmp_wait_policy": openmp_wait_policy()}
+    write_json(outputs.record, {**record, "torch_threads": threads, **openmp, "startup": startup})

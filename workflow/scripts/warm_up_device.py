@@ -7,9 +7,10 @@ from pathlib import Path
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from localbench.engine.threads import start_openmp_with
+from localbench.engine.threads import job_device_type, start_openmp_with
 
-start_openmp_with(snakemake.params.threads)  # noqa: F821
+params = snakemake.params  # noqa: F821 - injected by Snakemake
+start_openmp_with(params.threads, job_device_type(params.device))
 
 from localbench.atomic import write_json
 from localbench.engine.device import resolve_device, resolve_dtype
@@ -17,8 +18,8 @@ from localbench.logs import job_log
 from localbench.measure.warmup import warm_up
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
-    device = resolve_device(snakemake.params.device)  # noqa: F821
+    device = resolve_device(params.device)
     dtype, _why = resolve_dtype("auto", device)
-    record = warm_up(device, dtype, snakemake.params.threads)  # noqa: F821
+    record = warm_up(device, dtype, params.threads)
     log.info("warm-up: %s", record)
     write_json(snakemake.output[0], record)  # noqa: F821
