@@ -121,8 +121,10 @@ def install(args, env: dict) -> None:
     wheels = sorted(glob.glob(str(ROOT / ".whl" / "*.whl")))
     if not wheels:
         raise SystemExit("no wheels in .whl/: carry them (run's carry: [.whl])")
+    # Bytecode compiled at install, as a user's pip does: otherwise the first process to
+    # import transformers pays for compiling it, and the sides would not start alike.
     command = [args.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
-    command += ["--no-compile", "--no-cache-dir", "--upgrade", "--target", args.site, *wheels]
+    command += ["--no-cache-dir", "--upgrade", "--target", args.site, *wheels]
     start = time.monotonic()
     subprocess.run(command, check=True)
     print(
