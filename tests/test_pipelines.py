@@ -182,7 +182,8 @@ def test_model_loads_once_per_batch(pipeline_run):
     for path in batch_files:
         record = json.loads(path.read_text())
         assert record["load_s"] > 0 and record["synthetic"] is True
-        assert record["torch_threads"] == 3
+        assert record["torch_threads"] == 3 == record["openmp_threads"]
+        assert record["openmp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY")  # CPU
         assert [f["name"] for f in record["files"]] == next(
             list(b.names) for b in expected if b.id == record["batch"]
         )

@@ -12,7 +12,12 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json
 from localbench.config import resolve_threads
-from localbench.engine.threads import job_device_type, openmp_wait_policy, start_openmp_with
+from localbench.engine.threads import (
+    job_device_type,
+    openmp_threads,
+    openmp_wait_policy,
+    start_openmp_with,
+)
 
 inputs = snakemake.input  # noqa: F821 - injected by Snakemake
 settings = read_json(inputs.settings)
@@ -58,5 +63,5 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         "%s batch %s: %d of %d files done on %d threads",
         settings["stage"], params.batch, done, len(items), threads,
     )  # fmt: skip
-    openmp = {"openmp_wait_policy": openmp_wait_policy()}
+    openmp = {"openmp_threads": openmp_threads(), "openmp_wait_policy": openmp_wait_policy()}
     write_json(outputs.record, {**record, "torch_threads": threads, **openmp, "startup": startup})
