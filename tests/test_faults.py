@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import ROOT, SNAKEMAKE, TINY, snakemake
+from conftest import ROOT, SNAKEMAKE, TINY, TWO_JOBS, snakemake
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -327,7 +327,7 @@ def test_hub_failures_become_rows_and_the_token_is_written_nowhere(fake_hub, tmp
     )
     command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
     run = subprocess.run(
-        [*command, "--cores", "1", "report", "archive"],
+        [*command, *TWO_JOBS, "report", "archive"],
         env=env,
         capture_output=True,
         text=True,
