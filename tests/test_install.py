@@ -4,6 +4,7 @@ dependency list."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -94,29 +95,55 @@ def uv_compile(uv: str, args: list[str], env: dict[str, str], stdin: str | None 
     )
 
 
-@pytest.mark.parametrize("python", PYTHONS)
-@pytest.mark.parametrize(("name", "platform", "torch_index", "env"), PLATFORMS)
-def test_requirements_resolve_from_the_public_index(uv, name, platform, torch_index, env, python):
-    """What a new user's pip gets: every requirements file, with the lock as constraints,
-    resolved against the public index for each platform, without installing."""
+def resolve_for(uv: str, platform: str, torch_index: str, env: dict, python: str) -> dict:
+    """What a new user's pip gets on one platform and Python: every requirements file,
+    with the lock as constraints, resolved against the public index without installing
+    (and torch alone from ``torch_index`` where that is not PyPI). Returns the failure
+    (``error``) or the resolved names (``resolved``), or why it was skipped."""
     for url in {PYPI, torch_index}:
         if reason := index_answers(url):
-            pytest.skip(f"{name}: {reason}")
+            return {"skip": reason}
     target = ["--python-platform", platform, "--python-version", python]
     lock = ROOT / "requirements.lock"
     constraints = ["-c", str(lock)] if lock.exists() else []
-    where = f"{name}, Python {python}"
     if torch_index != PYPI:
         # `make` takes torch alone from that index and its dependencies from PyPI with the
         # rest; the CPU build depends on a subset of what the PyPI build depends on.
         args = ["--no-deps", "--default-index", torch_index, *target, *constraints, "-"]
         completed = uv_compile(uv, args, env, stdin="torch\n")
-        assert completed.returncode == 0, f"{where}, torch from {torch_index}:\n{completed.stderr}"
+        if completed.returncode != 0:
+            return {"error": f"torch from {torch_index}:\n{completed.stderr}"}
     files = [str(path) for path in requirement_files()]
     completed = uv_compile(uv, ["--default-index", PYPI, *target, *constraints, *files], env)
-    assert completed.returncode == 0, f"{where}:\n{completed.stderr}"
-    resolved = {requirement_name(line) for line in completed.stdout.splitlines()}
-    assert "torch" in resolved
+    if completed.returncode != 0:
+        return {"error": completed.stderr}
+    return {"resolved": {requirement_name(line) for line in completed.stdout.splitlines()}}
+
+
+@pytest.fixture(scope="module")
+def resolutions(uv) -> dict[tuple[str, str], dict]:
+    """Every platform and Python resolved at once: each resolution waits on the index
+    far more than it computes, so they run side by side."""
+    cases = [(p.values, python) for p in PLATFORMS for python in PYTHONS]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(cases)) as pool:
+        futures = {
+            (values[0], python): pool.submit(resolve_for, uv, *values[1:], python)
+            for values, python in cases
+        }
+        return {key: future.result() for key, future in futures.items()}
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+@pytest.mark.parametrize(("name", "platform", "torch_index", "env"), PLATFORMS)
+def test_requirements_resolve_from_the_public_index(
+    resolutions, name, platform, torch_index, env, python
+):
+    """What a new user's pip gets, on each platform (see resolve_for)."""
+    outcome = resolutions[(name, python)]
+    if "skip" in outcome:
+        pytest.skip(f"{name}: {outcome['skip']}")
+    assert "error" not in outcome, f"{name}, Python {python}: {outcome.get('error')}"
+    assert "torch" in outcome["resolved"]
 
 
 def test_every_requirement_is_locked_at_its_pinned_version():
