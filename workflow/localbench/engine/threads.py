@@ -9,9 +9,9 @@ threads wait. Both are read once, when torch is imported, so a job sets them fir
   region by default, which suits a CPU doing the model's work. In a job whose model runs
   on an accelerator the CPU only prepares inputs (Whisper's features, an image's pixels)
   and launches kernels. On a 16-core H200 machine, 16 spinning threads made the feature
-  extraction of one 10 s clip take 128 ms instead of 5.6 ms, and BLIP's first token
-  54 ms instead of 12 (docs/benchmarks/2026-12-03-cuda-h200-openmp-waiting.md). Such
-  jobs start OpenMP with ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy.
+  extraction of one 10 s clip take 128 ms instead of 5.6 ms with passive waiting, on two
+  machines of three (docs/benchmarks/2026-12-03-cuda-h200-openmp-waiting.md). Such jobs
+  start OpenMP with ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy.
 
 The device a job runs on is known before torch is imported from its settings, or, for
 ``auto``, from the run's own resolution, which the Snakefile leaves in the environment
