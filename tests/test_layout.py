@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 LIBRARY = Path(__file__).resolve().parents[1] / "workflow" / "localbench"
@@ -88,3 +91,25 @@ def test_folders_say_where_a_model_is_fetched_run_measured_and_reported():
     # Only shared records and settings stay at the top.
     top = {p.stem for p in LIBRARY.glob("*.py")} - {"__init__"}
     assert top <= {"config", "config_files", "status", "results", "atomic", "locks", "logs"}
+
+
+def test_reporting_never_imports_torch():
+    """Report jobs (summary, charts, comparison, pipeline reports) read records and
+    write pages: starting torch would add seconds to each (4 s on an H200 machine)."""
+    modules = [
+        "localbench.pipelines.report",
+        "localbench.report.aggregate",
+        "localbench.report.archive",
+        "localbench.report.archive_reader",
+        "localbench.report.charts",
+        "localbench.report.compare",
+        "localbench.report.pages",
+        "localbench.report.peers",
+        "localbench.report.summary",
+    ]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(LIBRARY.parent)}
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert completed.stdout.strip() == "False"

@@ -81,3 +81,14 @@ def decode_roofline(
         tokens_per_s=bandwidth_gb_per_s * 1e9 / total,
         at_position=position,
     )
+
+
+def roofline_bandwidth(warmup: dict | None) -> tuple[float | None, str]:
+    """The bandwidth a roofline divides by, from a warm-up record, and which one it is:
+    the read bandwidth where it was measured, else the copy bandwidth (older records)."""
+    warmup = warmup or {}
+    for key, kind in (("read_bandwidth_gb_per_s", "read"), ("copy_bandwidth_gb_per_s", "copy")):
+        median = (warmup.get(key) or {}).get("median")
+        if median:
+            return median, kind
+    return None, "none"

@@ -30,8 +30,8 @@ from localbench.engine.threads import openmp_threads, openmp_wait_policy
 from localbench.measure.energy import measured_energy_observer
 from localbench.measure.observers import Observers, RunObserver
 from localbench.measure.progress import RunProgress
+from localbench.measure.roofline import roofline_bandwidth
 from localbench.measure.scenarios import SCENARIOS, throughput
-from localbench.measure.warmup import roofline_bandwidth
 from localbench.status import READY
 
 METHOD = {

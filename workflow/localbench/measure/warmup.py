@@ -68,17 +68,6 @@ def read_bandwidth(device: torch.device, buffer_bytes: int, repetitions: int) ->
     return Measurement.from_values([moved / s / 1e9 for s in seconds], "GB/s")
 
 
-def roofline_bandwidth(warmup: dict | None) -> tuple[float | None, str]:
-    """The bandwidth a roofline divides by, from a warm-up record, and which one it is:
-    the read bandwidth where it was measured, else the copy bandwidth (older records)."""
-    warmup = warmup or {}
-    for key, kind in (("read_bandwidth_gb_per_s", "read"), ("copy_bandwidth_gb_per_s", "copy")):
-        median = (warmup.get(key) or {}).get("median")
-        if median:
-            return median, kind
-    return None, "none"
-
-
 def matmul_throughput(
     device: torch.device, n: int, dtype: torch.dtype, repetitions: int
 ) -> Measurement:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from localbench.measure.warmup import roofline_bandwidth
+from localbench.measure.roofline import roofline_bandwidth
 from localbench.report.peers import peer_table
 from localbench.results import MEASURED, NOT_AVAILABLE, STATUS_LABELS, now_utc
 
