@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from localbench.report import charts as lbcharts
+from localbench.report import chart_names as lbcharts
 from localbench import config as lbconfig
 from localbench.report import names as lbnames
 from localbench.report.archive_reader import find_archives

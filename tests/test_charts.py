@@ -7,19 +7,21 @@ import xml.etree.ElementTree as ElementTree
 import zlib
 
 import pytest
-from localbench.report.charts import (
+from localbench.report.chart_names import (
     MEMORY_CHART,
     ROOFLINE_CHART,
     chart_links,
     chart_names,
+)
+from localbench.report.charts import (
+    chart_rows as rows_of,
+)
+from localbench.report.charts import (
     memory_figure,
     render_charts,
     roofline_figure,
     speed_figure,
     spread,
-)
-from localbench.report.charts import (
-    chart_rows as rows_of,
 )
 from matplotlib.patches import Rectangle
 

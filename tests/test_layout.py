@@ -93,6 +93,20 @@ def test_folders_say_where_a_model_is_fetched_run_measured_and_reported():
     assert top <= {"config", "config_files", "status", "results", "atomic", "locks", "logs"}
 
 
+def imported_after(modules: list[str], heavy: list[str]) -> list[str]:
+    """Which of the ``heavy`` packages a fresh interpreter holds after importing
+    ``modules``."""
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__(m)\n"
+        f"print(' '.join(h for h in {heavy!r} if h in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(LIBRARY.parent)}
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return completed.stdout.split()
+
+
 def test_reporting_never_imports_torch():
     """Report jobs (summary, charts, comparison, pipeline reports) read records and
     write pages: starting torch would add seconds to each (4 s on an H200 machine)."""
@@ -107,9 +121,10 @@ def test_reporting_never_imports_torch():
         "localbench.report.peers",
         "localbench.report.summary",
     ]
-    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": str(LIBRARY.parent)}
-    completed = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert completed.stdout.strip() == "False"
+    assert imported_after(modules, ["torch"]) == []
+
+
+def test_chart_names_draw_nothing():
+    """Every snakemake command plans with the chart names: matplotlib is for the jobs
+    that draw (half a second a command on this project's CPU)."""
+    assert imported_after(["localbench.report.chart_names"], ["matplotlib", "torch"]) == []

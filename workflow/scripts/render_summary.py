@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 from localbench.atomic import read_json, write_text
 from localbench.logs import job_log
 from localbench.report.aggregate import load_results
-from localbench.report.charts import chart_links
+from localbench.report.chart_names import chart_links
 from localbench.report.pages import html_page
 from localbench.report.peers import load_records
 from localbench.report.summary import render_summary, summary_context

@@ -28,6 +28,14 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from localbench.atomic import write_bytes
 from localbench.measure.stats import percentile
+from localbench.report.chart_names import (
+    MEMORY_CHART,
+    ROOFLINE_CHART,
+    ROOFLINE_TASK,
+    SPEED_CHART,
+    THROUGHPUT_CHART,
+    chart_names,
+)
 from localbench.report.summary import TASK_LABELS, TIER_SHARE, TIERS_GB, weights_label
 from localbench.results import MEASURED, STATUS_LABELS
 
@@ -58,19 +66,11 @@ STYLE = {
     "svg.hashsalt": "localbench",
     "svg.fonttype": "path",
 }
-# Chart file names (without extension) inside results/<profile>/charts/.
-SPEED_CHART = "speed-{task}"
-MEMORY_CHART = "peak-memory"
-ROOFLINE_CHART = "decode-roofline"
-THROUGHPUT_CHART = "throughput"
-COMPARISON_CHART = "comparison"
 # One colour per machine in the cross-machine chart (Tableau 10).
 PROFILE_COLOURS = (
     "#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d",
 )  # fmt: skip
 FORMATS = ("png", "svg")
-# The task whose results carry a decode roofline (bytes read per token).
-ROOFLINE_TASK = "text-generation"
 
 
 @dataclass(frozen=True)
@@ -568,55 +568,6 @@ def figure_bytes(fig: Figure, fmt: str) -> bytes:
     metadata = {"Date": None} if fmt == "svg" else {}
     fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=metadata, facecolor="white")
     return buffer.getvalue()
-
-
-def chart_names(tasks: Iterable[str]) -> list[str]:
-    """The charts of a run whose models have ``tasks``: one speed chart per task, the
-    memory chart, and the roofline when a text-generation model is configured."""
-    tasks = list(dict.fromkeys(tasks))
-    names = [SPEED_CHART.format(task=task) for task in tasks] + [MEMORY_CHART]
-    if ROOFLINE_TASK in tasks:
-        names.append(ROOFLINE_CHART)
-    return names
-
-
-def chart_title(name: str) -> str:
-    """What the chart ``name`` (from :func:`chart_names`) shows, in a few words."""
-    if name == THROUGHPUT_CHART:
-        return "What batching buys: aggregate decode rate against batch size"
-    if name == MEMORY_CHART:
-        return "Peak memory against the 16 / 24 / 32 GB tiers"
-    if name == ROOFLINE_CHART:
-        return "Decode roofline: bytes read per second against the measured bandwidth"
-    task = name.removeprefix(SPEED_CHART.format(task=""))
-    return f"{TASK_LABELS.get(task, task)}: decode speed and time to first token"
-
-
-def caption_name(name: str) -> str:
-    """The caption file (``workflow/report/<caption>.rst``) of the chart ``name``."""
-    if name == MEMORY_CHART:
-        return "chart-memory"
-    if name == ROOFLINE_CHART:
-        return "chart-roofline"
-    return "chart-speed"
-
-
-def chart_links(charts: list[str]) -> dict:
-    """The chart images a summary links, by place: ``speed`` (by task), ``memory`` and
-    ``roofline``, each ``{title, path}`` with the path as given (relative to the summary)."""
-    links: dict = {"speed": {}, "memory": None, "roofline": None, "throughput": None}
-    for path in charts:
-        name = Path(path).stem
-        link = {"title": chart_title(name), "path": path}
-        if name == THROUGHPUT_CHART:
-            links["throughput"] = link
-        elif name == MEMORY_CHART:
-            links["memory"] = link
-        elif name == ROOFLINE_CHART:
-            links["roofline"] = link
-        else:
-            links["speed"][name.removeprefix(SPEED_CHART.format(task=""))] = link
-    return links
 
 
 def render_charts(
