@@ -61,3 +61,16 @@ def startup_seconds(script_started: float) -> dict[str, float | None]:
     age = process_age_s()
     before = None if age is None else max(0.0, round(age - imports, 3))
     return {"before_script_s": before, "imports_s": round(imports, 3)}
+
+
+def exit_without_teardown() -> None:
+    """End a job whose outputs are written and whose log is closed, skipping the
+    interpreter's teardown: freeing every module and tensor of torch and transformers one
+    by one takes about a second (0.9 s measured after loading Whisper base, 0.1 s with
+    this), for nothing, since the process ends. Streams are flushed first; exit status 0.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(0)

@@ -28,7 +28,7 @@ THREADS = start_openmp_with(
 
 from localbench.engine.caches import use_lasting_compile_caches
 from localbench.engine.device import use_threads
-from localbench.logs import job_log, startup_seconds
+from localbench.logs import exit_without_teardown, job_log, startup_seconds
 from localbench.pipelines.batch import BatchItem, run_stage_batch
 from localbench.status import DONE
 
@@ -65,3 +65,6 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
     )  # fmt: skip
     openmp = {"openmp_threads": openmp_threads(), "openmp_wait_policy": openmp_wait_policy()}
     write_json(outputs.record, {**record, "torch_threads": threads, **openmp, "startup": startup})
+
+# Outputs and record written, log closed: nothing is left to do but free memory.
+exit_without_teardown()
