@@ -14,7 +14,7 @@ settings = read_json(snakemake.input.settings)  # noqa: F821 - injected by Snake
 start_openmp_with(settings["threads"], job_device_type(settings["device"]))
 
 from localbench.engine.caches import use_lasting_compile_caches
-from localbench.logs import job_log
+from localbench.logs import exit_without_teardown, job_log
 from localbench.measure.hardware import software_record
 from localbench.measure.runner import run_benchmark
 from localbench.results import FAILED, new_result, one_line
@@ -45,3 +45,6 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         result["environment"] = environment
     log.info("status: %s %s", result["status"], result.get("reason") or "")
     write_json(snakemake.output[0], result)  # noqa: F821
+
+# Result written, log closed: nothing is left to do but free memory.
+exit_without_teardown()

@@ -14,7 +14,7 @@ start_openmp_with(params.threads, job_device_type(params.device))
 
 from localbench.atomic import write_json
 from localbench.engine.device import resolve_device, resolve_dtype
-from localbench.logs import job_log
+from localbench.logs import exit_without_teardown, job_log
 from localbench.measure.warmup import warm_up
 
 with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
@@ -23,3 +23,6 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     record = warm_up(device, dtype, params.threads)
     log.info("warm-up: %s", record)
     write_json(snakemake.output[0], record)  # noqa: F821
+
+# Record written, log closed: nothing is left to do but free memory.
+exit_without_teardown()
