@@ -8,10 +8,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json
-from localbench.engine.threads import job_device_type, start_openmp_with
+from localbench.engine.threads import start_openmp_with
 
 settings = read_json(snakemake.input.settings)  # noqa: F821 - injected by Snakemake
-start_openmp_with(settings["threads"], job_device_type(settings["device"]))
+start_openmp_with(settings["threads"], settings["device"])
 
 from localbench.engine.caches import use_lasting_compile_caches
 from localbench.logs import exit_without_teardown, job_log

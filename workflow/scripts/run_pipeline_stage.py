@@ -12,18 +12,13 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json
 from localbench.config import resolve_threads
-from localbench.engine.threads import (
-    job_device_type,
-    openmp_threads,
-    openmp_wait_policy,
-    start_openmp_with,
-)
+from localbench.engine.threads import openmp_record, start_openmp_with
 
 inputs = snakemake.input  # noqa: F821 - injected by Snakemake
 settings = read_json(inputs.settings)
 THREADS = start_openmp_with(
     resolve_threads(snakemake.config["threads"]),  # noqa: F821
-    job_device_type(settings["model"]["device"]),
+    settings["model"]["device"],
 )
 
 from localbench.engine.caches import use_lasting_compile_caches
@@ -63,8 +58,8 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         "%s batch %s: %d of %d files done on %d threads",
         settings["stage"], params.batch, done, len(items), threads,
     )  # fmt: skip
-    openmp = {"openmp_threads": openmp_threads(), "openmp_wait_policy": openmp_wait_policy()}
-    write_json(outputs.record, {**record, "torch_threads": threads, **openmp, "startup": startup})
+    record = {**record, "torch_threads": threads, **openmp_record(), "startup": startup}
+    write_json(outputs.record, record)
 
 # Outputs and record written, log closed: nothing is left to do but free memory.
 exit_without_teardown()

@@ -7,10 +7,10 @@ from pathlib import Path
 # The library lives beside this folder; a conda env made by --sdm conda does not install it.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
-from localbench.engine.threads import job_device_type, start_openmp_with
+from localbench.engine.threads import start_openmp_with
 
 params = snakemake.params  # noqa: F821 - injected by Snakemake
-start_openmp_with(params.threads, job_device_type(params.device))
+start_openmp_with(params.threads, params.device)
 
 from localbench.atomic import write_json
 from localbench.engine.device import resolve_device, resolve_dtype

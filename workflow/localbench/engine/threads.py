@@ -35,14 +35,15 @@ def job_device_type(requested: str) -> str:
     return os.environ.get(DEVICE_TYPE_VARIABLE, "cpu")
 
 
-def start_openmp_with(threads: int, device_type: str = "cpu") -> int:
-    """Start OpenMP with ``threads`` threads, passive waiting on an accelerator (unless
-    ``OMP_WAIT_POLICY`` is set already): call before torch is imported. Returns
+def start_openmp_with(threads: int, device: str = "cpu") -> int:
+    """Start OpenMP with ``threads`` threads, passive waiting where the job's model runs
+    on an accelerator (``device``: ``auto|cuda|mps|cpu``, see :func:`job_device_type`;
+    unless ``OMP_WAIT_POLICY`` is set already): call before torch is imported. Returns
     ``threads``."""
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    if device_type in ACCELERATORS:
+    if job_device_type(device) in ACCELERATORS:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return threads
 
@@ -57,3 +58,8 @@ def openmp_wait_policy() -> str | None:
     """``OMP_WAIT_POLICY`` as this process started its OpenMP runtime (None if unset:
     the runtime's default, spinning a while, then sleeping)."""
     return os.environ.get("OMP_WAIT_POLICY") or None
+
+
+def openmp_record() -> dict:
+    """What a job's result or record says of its OpenMP runtime."""
+    return {"openmp_threads": openmp_threads(), "openmp_wait_policy": openmp_wait_policy()}

@@ -26,7 +26,7 @@ from localbench.engine.device import (
     synchronize,
     use_threads,
 )
-from localbench.engine.threads import openmp_threads, openmp_wait_policy
+from localbench.engine.threads import openmp_record
 from localbench.measure.energy import measured_energy_observer
 from localbench.measure.observers import Observers, RunObserver
 from localbench.measure.progress import RunProgress
@@ -114,8 +114,7 @@ def run_benchmark(
         "dtype": dtype_name,
         "dtype_reason": dtype_reason,
         "torch_threads": torch_threads,
-        "openmp_threads": openmp_threads(),
-        "openmp_wait_policy": openmp_wait_policy(),
+        **openmp_record(),
         "parameters": manifest["parameters"],
         "size_on_disk_bytes": manifest.get("weights_bytes"),
         "memory_estimate": estimate.to_dict(),

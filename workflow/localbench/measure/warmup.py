@@ -18,7 +18,7 @@ from localbench.engine.device import (
     synchronize,
     use_threads,
 )
-from localbench.engine.threads import openmp_threads, openmp_wait_policy
+from localbench.engine.threads import openmp_record
 from localbench.measure.energy import warmup_energy
 from localbench.measure.stats import Measurement
 
@@ -114,8 +114,7 @@ def warm_up(device: torch.device, dtype_name: str, threads: int) -> dict:
         "matmul_tflops": throughput.to_dict(),
         "matmul_size": n,
         "torch_threads": torch_threads,
-        "openmp_threads": openmp_threads(),
-        "openmp_wait_policy": openmp_wait_policy(),
+        **openmp_record(),
         "copy_buffer_bytes": buffer_bytes,
         "last_level_cache_bytes": cache_bytes,
         "energy": energy,
