@@ -12,7 +12,8 @@ from localbench import config as lbconfig
 from localbench.report import names as lbnames
 from localbench.report.archive_reader import find_archives
 from localbench.config_files import check_config_file
-from localbench.engine.device import DeviceUnavailable, resolve_device
+from localbench.engine.device_choice import DeviceUnavailable
+from localbench.measure.hardware_cache import detected as detected_hardware
 from localbench.engine import threads as lbthreads
 from localbench.report.locate import RESULTS_ROOT, run_profile
 from localbench.report import peers as lbpeers
@@ -50,8 +51,10 @@ try:
     # Detected from the hardware unless configured; "-tiny" for tiny models.
     PROFILE = run_profile(config)
     # Where the jobs run (config `device`, auto resolved as the jobs resolve it): on CUDA
-    # and MPS a pipeline stage's files go in one job (localbench.pipelines.plan).
-    DEVICE_TYPE = resolve_device(config["device"]).type
+    # and MPS a pipeline stage's files go in one job (localbench.pipelines.plan). Both
+    # are remembered between commands (localbench.measure.hardware_cache), and the
+    # detect_hardware job checks them.
+    DEVICE_TYPE = detected_hardware(config["device"])["accelerator"]
 except DeviceUnavailable as error:
     raise WorkflowError(str(error)) from None
 # Jobs start OpenMP before importing torch, so they learn what auto resolved to here

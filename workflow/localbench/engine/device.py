@@ -17,12 +17,10 @@ from pathlib import Path
 import psutil
 import torch
 
+from localbench.engine.device_choice import DEVICE_REQUESTS, DeviceUnavailable
+
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 BYTES_PER_ELEMENT = {"bfloat16": 2, "float16": 2, "float32": 4}
-
-
-class DeviceUnavailable(RuntimeError):
-    """The configured device does not exist on this machine."""
 
 
 def resolve_device(request: str) -> torch.device:
@@ -38,7 +36,7 @@ def resolve_device(request: str) -> torch.device:
         raise DeviceUnavailable("device: cuda was asked for, but torch sees no CUDA GPU here")
     if request == "mps" and not mps_ok:
         raise DeviceUnavailable("device: mps was asked for, but torch sees no Apple MPS device")
-    if request not in ("cuda", "mps", "cpu"):
+    if request not in DEVICE_REQUESTS:
         raise DeviceUnavailable(f"device: {request!r} is not one of auto, cuda, mps, cpu")
     return torch.device(request)
 

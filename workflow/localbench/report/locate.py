@@ -18,8 +18,8 @@ from snakemake.utils import update_config, validate
 
 from localbench.config import SCHEMA_PATH, ConfigError, check_config
 from localbench.config_files import check_config_file
-from localbench.engine.device import DeviceUnavailable
-from localbench.measure.hardware import detect
+from localbench.engine.device_choice import DeviceUnavailable
+from localbench.measure.hardware_cache import detected
 
 RESULTS_ROOT = "results"
 
@@ -31,7 +31,7 @@ def run_profile(config: dict) -> str:
     configured device is not there."""
     if config.get("profile"):
         return config["profile"]
-    slug = detect(config["device"])["profile"]
+    slug = detected(config["device"])["profile"]
     return f"{slug}-tiny" if config["size"] == "tiny" else slug
 
 
