@@ -50,10 +50,9 @@ if clear_stale_locks(Path.cwd()):
 try:
     # Detected from the hardware unless configured; "-tiny" for tiny models.
     PROFILE = run_profile(config)
-    # Where the jobs run (config `device`, auto resolved as the jobs resolve it): on CUDA
-    # and MPS a pipeline stage's files go in one job (localbench.pipelines.plan). Both
-    # are remembered between commands (localbench.measure.hardware_cache), and the
-    # detect_hardware job checks them.
+    # Where the jobs run (config `device`, auto resolved as the jobs resolve it): jobs on
+    # CUDA and MPS wait passively for OpenMP work (below). Both are remembered between
+    # commands (localbench.measure.hardware_cache), and the detect_hardware job checks them.
     DEVICE_TYPE = detected_hardware(config["device"])["accelerator"]
 except DeviceUnavailable as error:
     raise WorkflowError(str(error)) from None
@@ -212,7 +211,7 @@ def existing_archives():
 # that cannot be planned (a stage's model not configured, a folder that cannot be read)
 # is left out with one line: planning never stops `report` or any other target.
 PIPELINE_PLANS, PIPELINES_NOT_RUN = lbplan.plan_pipelines(
-    config, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs", device_type=DEVICE_TYPE
+    config, RESULTS, MODELS_ROOT, logs_dir=f"{RESULTS}/logs"
 )
 
 for _plan in PIPELINE_PLANS.values():

@@ -1,10 +1,11 @@
 # Pipelines over the user's input folders: one job per stage and batch of files.
 #
 # The batches are planned at parse time, from the folder listings: a job's outputs are
-# the per-file outputs of its batch, so a model loads once per batch (about 48 files on
-# the CPU, a whole stage on CUDA or MPS: localbench.pipelines.plan.job_batches), and a
-# new file reruns only its own batch. Changing a stage's prompt or model rewrites its
-# settings file: that stage's jobs rerun, and the later stages' jobs through their inputs.
+# the per-file outputs of its batch, so a model loads once per batch (a whole stage up
+# to 1024 files, unless the pipeline sets batch_size: localbench.pipelines.plan). A new
+# file reruns its batch, whose files finished before are reused, not run again
+# (localbench.pipelines.reuse). Changing a stage's prompt or model rewrites its settings
+# file: that stage's jobs rerun, and the later stages' jobs through their inputs.
 for _plan in PIPELINE_PLANS.values():
     for _job in _plan.jobs:
 
@@ -31,6 +32,7 @@ for _plan in PIPELINE_PLANS.values():
                 names=_job.names,
                 questions=_job.questions,
                 batch=_job.batch_id,
+                reuse=_job.reuse,
             script:
                 "../workflow/scripts/run_pipeline_stage.py"
 

@@ -8,7 +8,6 @@ import json
 import logging
 
 import numpy as np
-import pytest
 import torch
 import yaml
 from conftest import ROOT, TINY, snakemake
@@ -18,8 +17,7 @@ from localbench.engine.generation import GREEDY, LENGTH_CLASH_LOGGER, quiet_leng
 from localbench.engine.loading import load_model
 from localbench.fetch.synthetic import build_synthetic_checkpoint
 from localbench.pipelines.plan import (
-    ACCELERATOR_FILES_PER_JOB,
-    CPU_FILES_PER_JOB,
+    FILES_PER_JOB,
     check_pipelines,
     job_batches,
     stable_batches,
@@ -50,20 +48,15 @@ def test_every_stage_takes_a_backend_a_decode_batch_and_compile():
     assert stage_settings(config, "photo-stories", 0, blip)["compile"] is True
 
 
-@pytest.mark.parametrize("device_type", ["cuda", "mps"])
-def test_an_accelerator_runs_a_stage_as_one_job_up_to_its_cap(device_type):
-    (one,) = job_batches(NAMES, None, device_type)
+def test_a_stage_runs_as_one_job_up_to_its_cap():
+    (one,) = job_batches(NAMES, None)
     assert one.names == tuple(sorted(NAMES))
-    many = [f"f{index:05d}.png" for index in range(ACCELERATOR_FILES_PER_JOB + 1)]
-    assert job_batches(many, None, device_type) == stable_batches(many, ACCELERATOR_FILES_PER_JOB)
-    assert job_batches([], None, device_type) == []
-    # A batch_size in the config is kept on every device.
-    assert job_batches(NAMES, 5, device_type) == stable_batches(NAMES, 5)
-
-
-def test_the_cpu_keeps_small_stable_batches():
-    assert job_batches(NAMES, None, "cpu") == stable_batches(NAMES, CPU_FILES_PER_JOB)
-    assert len(job_batches(NAMES, None, "cpu")) > 1
+    many = [f"f{index:05d}.png" for index in range(FILES_PER_JOB + 1)]
+    assert job_batches(many, None) == stable_batches(many, FILES_PER_JOB)
+    assert job_batches([], None) == []
+    # A batch_size in the config is kept.
+    assert job_batches(NAMES, 5) == stable_batches(NAMES, 5)
+    assert len(job_batches(NAMES, 5)) > 1
 
 
 def test_compile_caches_go_under_the_users_cache_unless_set(monkeypatch, tmp_path):

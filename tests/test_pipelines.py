@@ -156,7 +156,7 @@ def test_reports_escape_names_and_say_synthetic(pipeline_run):
     assert "#### evil \\| \\# \\[x\\](y) \\*z\\*.wav" in report
     assert "**Synthetic weights**" in report and "gibberish" in report
     table = report.split("### Stages")[1].split("\n\n")[1].splitlines()
-    assert table[2].startswith("| transcripts | whisper-base (synthetic) | cpu | 6 | 1 | 0 |")
+    assert table[2].startswith("| transcripts | whisper-base (synthetic) | cpu | 6 | 0 | 1 | 0 |")
     # Each stage's latencies are this run's: p50 in the table is the median of the records.
     latencies = sorted(
         r["latency_s"]
@@ -268,6 +268,39 @@ def test_an_added_file_runs_only_its_batch(finished):
     snakemake(finished, *TWO_JOBS, "voice-notes", *TINY)
     assert (out(finished, "voice-notes") / "summaries" / "zebra crossing.wav.md").is_file()
     assert transcript.stat().st_mtime_ns == stamp
+    # In the batches that ran again, only the new file reached a model.
+    for stage in ("transcripts", "summaries"):
+        rerun = [
+            f
+            for f in records(finished, "voice-notes", stage).values()
+            if any(f["name"] in b.names for b in new if b.id in changed)
+        ]
+        done = {f["name"] for f in rerun if f["status"] == "done"}
+        reused = {f["name"] for f in rerun if "reused_from" in f}
+        assert reused == done - {"zebra crossing.wav"}, (stage, rerun)
+
+
+def test_an_added_file_reruns_its_stage_s_one_job_and_reuses_the_rest(finished):
+    """photo-stories sets no batch_size: each stage is one job over every file."""
+    before = {
+        stage: records(finished, "photo-stories", stage) for stage in ("captions", "descriptions")
+    }
+    picture(300, 200).save(finished / "inputs" / "images" / "new garden.png")
+    runs = {rule for rule in planned_jobs(finished, "photo-stories") if rule.startswith("run_")}
+    assert len(runs) == 2
+    completed = snakemake(finished, "--cores", "1", "photo-stories", *TINY)
+    assert "photo-stories: 7 of 8 files done" in completed.stdout
+    for stage, earlier in before.items():
+        now = records(finished, "photo-stories", stage)
+        assert (
+            "reused_from" not in now["new garden.png"] and now["new garden.png"]["status"] == "done"
+        )
+        done = {name for name, r in earlier.items() if r["status"] == "done"}
+        assert {name for name, r in now.items() if "reused_from" in r} == done, stage
+        for name in done:
+            assert now[name]["text"] == earlier[name]["text"]
+    report = (out(finished, "photo-stories") / "REPORT.md").read_text()
+    assert "| captions | blip-base (synthetic) | cpu | 7 | 6 | 1 | 0 |" in report
 
 
 def test_missing_input_folders_are_named_in_one_line(workdir):

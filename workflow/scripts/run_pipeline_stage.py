@@ -52,11 +52,12 @@ with job_log(snakemake.log[0]) as log:  # noqa: F821
         items,
         previous_batch=inputs.previous[0] if inputs.previous else None,
         log=log,
+        reuse_dir=params.reuse,
     )
     done = sum(1 for f in record["files"] if f["status"] == DONE)
     log.info(
-        "%s batch %s: %d of %d files done on %d threads",
-        settings["stage"], params.batch, done, len(items), threads,
+        "%s batch %s: %d of %d files done (%d of them reused) on %d threads",
+        settings["stage"], params.batch, done, len(items), record["reused"], threads,
     )  # fmt: skip
     record = {**record, "torch_threads": threads, **openmp_record(), "startup": startup}
     write_json(outputs.record, record)

@@ -7,6 +7,9 @@ with its text and latency, ``failed`` with the reason (its output file then hold
 problem never costs the others their outputs: a file that cannot be read fails alone,
 and a batch of requests that fails runs again one request at a time, so that only the
 files whose own requests fail are failed.
+
+Files a job of the same stage finished before, with the same settings, model, code and
+file contents, are taken from :mod:`localbench.pipelines.reuse` instead of run again.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from localbench.engine.loading import load_model
 from localbench.fetch.acquire import ensure_intact
 from localbench.measure.progress import FileProgress
 from localbench.pipelines import media, stages
+from localbench.pipelines.reuse import FinishedFiles
 from localbench.status import DONE, FAILED, READY, SKIPPED
 
 FAILED_PREFIX = "FAILED: "
@@ -217,10 +221,16 @@ def batch_size_of(engine: Engine, requests: list[tuple[FileRun, int]], budget: i
 
 
 def _run_files(
-    engine: Engine, runs: list[FileRun], settings: dict, progress: FileProgress, log
+    engine: Engine,
+    runs: list[FileRun],
+    settings: dict,
+    progress: FileProgress,
+    log,
+    keep=lambda item, record: None,
 ) -> list[dict]:
     """The records of ``runs``: their requests in batches of the engine's size, each file
-    finished (written, recorded, counted) after the batch that completes it."""
+    finished (written, recorded, counted, ``keep(item, record)``) after the batch that
+    completes it."""
     requests = [(run, index) for run in runs for index in range(len(run.work.requests))]
     if engine.task == "text-generation":
         # Longest prompts first: each batch holds prompts of similar length (little
@@ -246,6 +256,7 @@ def _run_files(
             if run.finished and not run.recorded:
                 run.recorded = True
                 records.append(_finish(run, engine, settings))
+                keep(run.item, records[-1])
         files.extend(records)
         for status in (DONE, FAILED):
             names = [r["name"] for r in records if r["status"] == status]
@@ -279,11 +290,14 @@ def run_stage_batch(
     items: list[BatchItem],
     previous_batch: str | None = None,
     log=None,
+    reuse_dir: str | Path | None = None,
 ) -> dict:
     """Run the stage ``settings`` describe over ``items``; return the batch record.
 
     ``previous_batch`` is the previous stage's record of the same batch: a file that
-    failed there is skipped here. Never raises for a model or file problem.
+    failed there is skipped here. Files finished before are taken from ``reuse_dir``
+    (:mod:`localbench.pipelines.reuse`; None: every file runs), and the files done here
+    are kept there. Never raises for a model or file problem.
     """
     model_settings = settings["model"]
     task = model_settings["task"]
@@ -304,6 +318,8 @@ def run_stage_batch(
     )
     files: list[dict] = []
     pending = []
+    finished = FinishedFiles(reuse_dir, settings, manifest) if reuse_dir else None
+    reused = []
     for item in items:
         before = previous.get(item.name)
         if before is not None and before.get("status") != DONE:
@@ -315,8 +331,24 @@ def run_stage_batch(
                 )
             )
             progress.files_done([item.name], SKIPPED)
+        elif finished and (found := finished.find(item)):
+            try:
+                write_text(item.output, found["text"] + "\n")
+            except OSError:
+                pending.append(item)
+                continue
+            files.append(found)
+            reused.append(item.name)
         else:
             pending.append(item)
+    record["reused"] = len(reused)
+    if reused:
+        progress.files_done(reused, f"{DONE} (reused)")
+
+    def keep(item: BatchItem, done: dict) -> None:
+        if finished:
+            measured = {"batch": batch_id, "started_at": record["started_at"]}
+            finished.keep(item, done, measured)
 
     engine = None
     if pending:
@@ -341,7 +373,7 @@ def run_stage_batch(
                 engine, pending[first : first + window], settings, progress
             )
             files.extend(unreadable)
-            files.extend(_run_files(engine, runs, settings, progress, log))
+            files.extend(_run_files(engine, runs, settings, progress, log, keep))
         # Plain JSON: what the runner says of its decoder (graphs, compilation).
         record["engine"] = json.loads(json.dumps(engine.details(), default=str))
         device = engine.loaded.device

@@ -38,20 +38,16 @@ DEFAULT_MAX_NEW_TOKENS = {
     "text-generation": 96,
 }
 DEFAULT_QUESTIONS = ("What is shown in this picture?",)
-# Files per job where a pipeline sets no batch_size. A job has a fixed cost: starting
-# Python, importing torch and transformers, loading the model, capturing the decoder,
-# exiting: about 10 s on a 2-core machine. On the CPU a file's inference takes seconds
-# (Whisper base, batched: about 2.4 s), so jobs of 48 files keep the fixed cost near a
-# tenth of a job (16 made it a fifth: docs/benchmarks/2026-12-03-cpu-pipelines-overhead-
-# and-batching.md), while an added file still reruns only its own batch. On CUDA and
-# MPS, where a file takes well under a second, the fixed cost would dominate: a stage
-# runs as one job up to this many files (more are cut into stable batches of this size
-# on average).
-CPU_FILES_PER_JOB = 48
-ACCELERATOR_FILES_PER_JOB = 1024
-ACCELERATORS = ("cuda", "mps")
+# Files per job where a pipeline sets no batch_size: a stage runs as one job up to this
+# many files (more are cut into stable batches of this size on average). A job has a
+# fixed cost: starting Python, importing torch and transformers, loading the model,
+# capturing the decoder, exiting (3-4 s on a 2-core CPU, 12-15 s on an H200 machine,
+# whose imports are slow), so fewer jobs cost less. An added file reruns its stage's job,
+# but the files finished before are reused, not run again (localbench.pipelines.reuse):
+# it costs one job's fixed cost and the new file's work.
+FILES_PER_JOB = 1024
 # Folders of a pipeline's own that a stage's output folder must not take.
-RESERVED_STAGE_NAMES = {"batches", "settings"}
+RESERVED_STAGE_NAMES = {"batches", "settings", "reuse"}
 # A stage's model settings: what decides its outputs, and what its job needs to fetch
 # again a damaged checkpoint (allow_pickle); benchmark knobs are not among them, so
 # changing how a model is benchmarked never reruns a pipeline.
@@ -411,16 +407,15 @@ def stable_batches(names: list[str], batch_size: int) -> list[Batch]:
     return batches
 
 
-def job_batches(names: list[str], batch_size: int | None, device_type: str) -> list[Batch]:
+def job_batches(names: list[str], batch_size: int | None) -> list[Batch]:
     """The jobs of a pipeline's files: ``batch_size`` files each on average when the
-    pipeline sets it, else :data:`CPU_FILES_PER_JOB` on the CPU, and on an accelerator one
-    job of every file up to :data:`ACCELERATOR_FILES_PER_JOB` (stable batches of that
-    size beyond)."""
-    if batch_size is None and device_type in ACCELERATORS:
-        if len(names) <= ACCELERATOR_FILES_PER_JOB:
+    pipeline sets it (stable batches: an added file changes only its own), else one job
+    of every file up to :data:`FILES_PER_JOB` (stable batches of that size beyond)."""
+    if batch_size is None:
+        if len(names) <= FILES_PER_JOB:
             return [_batch(sorted(names))] if names else []
-        batch_size = ACCELERATOR_FILES_PER_JOB
-    return stable_batches(names, batch_size or CPU_FILES_PER_JOB)
+        batch_size = FILES_PER_JOB
+    return stable_batches(names, batch_size)
 
 
 def _batch(names: list[str]) -> Batch:
@@ -479,6 +474,7 @@ class StageJob:
     settings: str
     manifest: str
     log: str
+    reuse: str  # the stage's finished files, kept by content (localbench.pipelines.reuse)
 
 
 @dataclass
@@ -538,10 +534,9 @@ def plan_pipeline(
     results_dir: str,
     models_root: str,
     logs_dir: str,
-    device_type: str = "cpu",
 ):
-    """Stages, input files, batches (:func:`job_batches` on ``device_type``, where the
-    jobs run) and every path of pipeline ``name``.
+    """Stages, input files, batches (:func:`job_batches`) and every path of pipeline
+    ``name``.
 
     A file that cannot be planned is rejected in the listing with its reason; the
     others are planned as usual.
@@ -564,7 +559,7 @@ def plan_pipeline(
         {s["name"]: (f"{root}/{s['name']}", s["settings"]["extension"]) for s in stages},
     )
     jobs = []
-    for batch in job_batches(listing.usable, spec.get("batch_size"), device_type):
+    for batch in job_batches(listing.usable, spec.get("batch_size")):
         previous: list[str] = []
         sources = [os.path.join(folder, file_name) for file_name in batch.names]
         for stage in stages:
@@ -592,6 +587,7 @@ def plan_pipeline(
                     settings=f"{root}/settings/{stage['name']}.json",
                     manifest=f"{models_root}/{stage['model']}/manifest.json",
                     log=f"{logs_dir}/pipelines/{name}/{stage['name']}/{batch.id}.log",
+                    reuse=f"{root}/reuse/{stage['name']}",
                 )
             )
             sources, previous = outputs, [record]
@@ -599,7 +595,7 @@ def plan_pipeline(
 
 
 def plan_pipelines(
-    config: dict, results_dir: str, models_root: str, logs_dir: str, device_type: str = "cpu"
+    config: dict, results_dir: str, models_root: str, logs_dir: str
 ) -> tuple[dict[str, PipelinePlan], dict[str, str]]:
     """The plan of every enabled pipeline, and one line for each enabled pipeline that is
     not run: a stage's model is not configured, or planning it failed.
@@ -617,9 +613,7 @@ def plan_pipelines(
             not_run[name] = missing[name]
             continue
         try:
-            plans[name] = plan_pipeline(
-                config, name, results_dir, models_root, logs_dir, device_type
-            )
+            plans[name] = plan_pipeline(config, name, results_dir, models_root, logs_dir)
         except Exception as error:  # noqa: BLE001 - one pipeline's problem stops only it
             not_run[name] = f"{name}: not run: planning failed: {printable_name(one_line(error))}"
     return plans, not_run

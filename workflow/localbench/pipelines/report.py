@@ -36,13 +36,16 @@ def _shortened_output(name: str, record: dict, extension: str) -> str | None:
 
 def _stage_row(stage: dict, batches: list[dict]) -> dict:
     files = [f for batch in batches for f in batch["files"]]
-    latencies = [f["latency_s"] for f in files if f["status"] == DONE]
+    done = [f for f in files if f["status"] == DONE]
+    # A reused file's timings are an earlier run's: counted as done, never timed here.
+    latencies = [f["latency_s"] for f in done if "reused_from" not in f]
     loads = [batch["load_s"] for batch in batches if "load_s" in batch]
     row = {
         "name": stage["name"],
         "model": stage["model"],
         "synthetic": any(batch.get("synthetic") for batch in batches),
-        "done": len(latencies),
+        "done": len(done),
+        "reused": len(done) - len(latencies),
         "failed": sum(1 for f in files if f["status"] == FAILED),
         "skipped": sum(1 for f in files if f["status"] == SKIPPED),
         "batches": len(batches),
@@ -95,8 +98,12 @@ def report_context(
             step = {"stage": stage["name"], "status": record["status"]}
             if record["status"] == DONE:
                 step["output"] = md_block(record["text"])
-                step["latency_ms"] = _ms(record["latency_s"])
+                reused = record.get("reused_from")
+                step["latency_ms"] = None if reused else _ms(record["latency_s"])
                 extra = [
+                    f"reused: done by batch {md(reused['batch'])} at {reused['started_at']}"
+                    if reused
+                    else None,
                     f"{record['windows']} audio window(s), {record['audio_seconds']:.1f} s"
                     if "windows" in record
                     else None,
@@ -115,15 +122,19 @@ def report_context(
                     )
             steps.append(step)
         complete = all(records.get(s["name"], {}).get("status") == DONE for s in stages)
-        total_s = sum(r["latency_s"] for r in records.values() if r["status"] == DONE)
-        if complete:
+        # End to end only where every stage ran the file in this run.
+        timed = complete and not any("reused_from" in r for r in records.values())
+        total_s = (
+            sum(r["latency_s"] for r in records.values() if r["status"] == DONE) if timed else 0
+        )
+        if timed:
             end_to_end.append(total_s)
         files.append(
             {
                 "name": md(name),
                 "steps": steps,
                 "complete": complete,
-                "end_to_end_ms": _ms(total_s) if complete else None,
+                "end_to_end_ms": _ms(total_s) if timed else None,
             }
         )
     for rejected in inputs.get("rejected", []):
