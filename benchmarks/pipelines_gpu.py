@@ -12,7 +12,9 @@ In order, each step logged to <work>/logs/<step>.log:
    (``--config weights=synthetic``: full-size architectures, random weights);
 4. per pipeline: deletes its results (models kept) and times
    ``python -m snakemake --cores 1 <pipeline> --config <same config>`` end to end, then
-   the peer (benchmarks/pipeline_peers.py) over the same files and checkpoints;
+   the peer (benchmarks/pipeline_peers.py) over the same files and checkpoints; with
+   ``--before <git archive .tgz>``, the same command first in that earlier tree (its own
+   results folder, this tree's models and inputs linked);
 5. prints a table (seconds end to end, per stage load and inference seconds and files/s,
    output tokens of both), writes summary.json and packs the pipelines' results, the
    peer's outputs and JSON and the logs into $OUT/pipelines-gpu.tar.gz.
@@ -74,10 +76,17 @@ class Runner:
     def left(self) -> float:
         return self.args.deadline - elapsed() - RESERVE_S
 
-    def run(self, name: str, command: list[str], need_s: float = 0, stdout: Path | None = None):
-        """Run ``command`` in the repository, output to logs/<name>.log (standard output to
-        ``stdout`` if given), stopped at the deadline; the step's record (seconds, exit
-        status, or why it did not run)."""
+    def run(
+        self,
+        name: str,
+        command: list[str],
+        need_s: float = 0,
+        stdout: Path | None = None,
+        cwd: Path = ROOT,
+    ):
+        """Run ``command`` in ``cwd`` (the repository), output to logs/<name>.log (standard
+        output to ``stdout`` if given), stopped at the deadline; the step's record (seconds,
+        exit status, or why it did not run)."""
         step = {"step": name, "command": shlex.join(command)}
         self.steps.append(step)
         left = self.left()
@@ -91,7 +100,7 @@ class Runner:
         with log.open("w") as sink, open(stdout or os.devnull, "w") as out:
             process = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=cwd,
                 env=self.env,
                 stdout=out if stdout else sink,
                 stderr=sink,
@@ -202,7 +211,22 @@ def count_ours(runner: Runner, args) -> dict:
     return json.loads(out.read_text())
 
 
-def summarise(runner: Runner, args, ours_wall: dict) -> dict:
+def unpack_before(args) -> Path:
+    """The tree of ``--before`` (a ``git archive`` .tgz), beside this one, with this
+    tree's model checkpoints and input files linked in."""
+    tree = args.work / "before-tree"
+    tree.mkdir(parents=True)
+    with tarfile.open(args.before) as bundle:
+        bundle.extractall(tree, filter="data")
+    for shared in ("models", "inputs"):
+        (ROOT / shared).mkdir(exist_ok=True)
+        (tree / shared).symlink_to(ROOT / shared)
+    return tree
+
+
+def summarise(
+    runner: Runner, args, ours_wall: dict, before_tree: Path | None, before_wall: dict
+) -> dict:
     counts = count_ours(runner, args)
     summary = {
         "count": args.count,
@@ -219,6 +243,13 @@ def summarise(runner: Runner, args, ours_wall: dict) -> dict:
         peer_path = args.work / f"peer-{name}.json"
         peer = json.loads(peer_path.read_text()) if peer_path.exists() else None
         summary["pipelines"][name] = {"ours": ours, "peer": peer}
+        if before_tree:
+            pattern = str(before_tree / f"results/*/pipelines/{name}/batches/*/*.json")
+            summary["pipelines"][name]["before"] = {
+                "wall_s": before_wall.get(name),
+                "commit": args.before.name,
+                "stages": our_records(pattern),
+            }
         if peer:
             summary.setdefault("peer_versions", peer["versions"] | {"gpu": peer["gpu"]})
     return summary
@@ -239,6 +270,7 @@ def table(summary: dict) -> str:
         }
         for stage in list(ours["stages"]) or list(peer_stages):
             for side, record in (
+                *((("bef.", sides["before"]["stages"].get(stage)),) if "before" in sides else ()),
                 ("ours", ours["stages"].get(stage)),
                 ("peer", peer_stages.get(stage)),
             ):
@@ -261,6 +293,11 @@ def table(summary: dict) -> str:
             f"{name}: ours {_seconds(ours_s)} end to end (the snakemake command), peer "
             f"{_seconds(peer_s)} (process start to exit); peer s / ours s = {ratio}"
         )
+        if "before" in sides:
+            totals.append(
+                f"{name}: before ({sides['before']['commit']}) "
+                f"{_seconds(sides['before']['wall_s'])} end to end"
+            )
     return "\n".join(lines + [""] + totals)
 
 
@@ -300,7 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site", default="/tmp/site")
     parser.add_argument("--no-install", action="store_true", help="use the packages at hand")
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a `git archive` .tgz of an earlier commit: its pipelines run first, same files",
+    )
     args = parser.parse_args(argv)
+    if args.before:
+        args.before = args.before.resolve()
     args.work = args.work.resolve()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
@@ -333,10 +377,20 @@ def main(argv: list[str] | None = None) -> int:
         [py, "-m", "snakemake", "--cores", "4", *manifests, "--config", *args.config],
     )
     ours_wall: dict[str, float | None] = {}
+    before_wall: dict[str, float | None] = {}
+    before_tree = unpack_before(args) if args.before else None
     if files["status"] == "done" and models["status"] == "done":
         for path in glob.glob(str(ROOT / "results" / "*" / "pipelines")):
             shutil.rmtree(path)
         for name in args.pipelines:
+            if before_tree:
+                before = runner.run(
+                    f"before-{name}",
+                    [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
+                    need_s=MIN_OURS_S,
+                    cwd=before_tree,
+                )
+                before_wall[name] = before.get("seconds") if before["status"] == "done" else None
             ours = runner.run(
                 f"ours-{name}",
                 [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
@@ -363,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 need_s=MIN_PEER_S,
             )
-    summary = summarise(runner, args, ours_wall)
+    summary = summarise(runner, args, ours_wall, before_tree, before_wall)
     text = table(summary)
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.work / "summary.txt").write_text(text + "\n")
