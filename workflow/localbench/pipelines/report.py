@@ -6,8 +6,10 @@ Jinja2 template ``workflow/templates/pipeline_report.md.j2``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from localbench.atomic import write_text
 from localbench.measure.stats import Measurement
 from localbench.report.summary import md, template_environment
 from localbench.results import now_utc
@@ -178,3 +180,15 @@ def summary_line(pipeline: str, counts: dict, note: str | None, report: str | Pa
         f"{pipeline}: {counts['done']} of {counts['files']} files done, "
         f"{counts['failed']} failed; report: {report}"
     )
+
+
+def end_of_run(counts: list[str], not_run: list[str], log: str | Path) -> str:
+    """Print, and write to ``log``, the line of each pipeline that ran (from its
+    ``summary.json`` in ``counts``), then the ``not_run`` lines of pipelines left out
+    at parse time; returns the text."""
+    lines = [json.loads(Path(path).read_text(encoding="utf-8"))["line"] for path in counts]
+    lines.extend(not_run)
+    text = "\n".join(lines) if lines else "no pipelines are configured (config.yaml: pipelines)"
+    print(text)
+    write_text(log, text + "\n")
+    return text
