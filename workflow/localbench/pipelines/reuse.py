@@ -73,13 +73,19 @@ class FinishedFiles:
             default=str,
         )
         self._stage = hashlib.sha256(stage.encode()).hexdigest()
+        self._keys: dict[tuple, str | None] = {}  # a file's bytes are read once per job
 
     def key(self, item) -> str | None:
-        try:
-            files = [item.name, _file_digest(item.source), _file_digest(item.questions)]
-        except OSError:
-            return None
-        return hashlib.sha256(json.dumps([self._stage, *files]).encode()).hexdigest()
+        file = (item.name, item.source, item.questions)
+        if file not in self._keys:
+            try:
+                digests = [_file_digest(item.source), _file_digest(item.questions)]
+                self._keys[file] = hashlib.sha256(
+                    json.dumps([self._stage, item.name, *digests]).encode()
+                ).hexdigest()
+            except OSError:
+                self._keys[file] = None
+        return self._keys[file]
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
