@@ -49,6 +49,32 @@ TINY = ("--config", "size=tiny", "weights=synthetic", "profile=test-machine")
 TWO_JOBS = ("--cores", "2", "--max-threads", "1")
 
 
+# A tiny synthetic Qwen2.5 on the CPU in float32: the model settings of text stages
+# tested through the engine (tests/test_text_stage.py, tests/test_pipeline_reuse.py).
+TINY_QWEN = {
+    "name": "qwen2.5-1.5b-instruct",
+    "task": "text-generation",
+    "repo": "Qwen/Qwen2.5-1.5B-Instruct",
+    "revision": "main",
+    "allow_pickle": False,
+    "dtype": "float32",
+    "device": "cpu",
+    "weights": "synthetic",
+    "size": "tiny",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory):
+    """:data:`TINY_QWEN` built once: its model settings, manifest and folder."""
+    from localbench.fetch.acquire import acquire
+
+    folder = tmp_path_factory.mktemp("tiny-qwen") / "model"
+    manifest = acquire({**TINY_QWEN, "memory_headroom_gb": 0.5}, folder)
+    assert manifest["status"] == "ready", manifest
+    return dict(TINY_QWEN), manifest, folder
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny-run")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from localbench.fetch.acquire import acquire
 from localbench.pipelines.batch import BatchItem, run_stage_batch
 from localbench.pipelines.report import render_report, report_context
 
@@ -16,22 +15,10 @@ NOTES = {
 }
 
 
-@pytest.fixture(scope="module")
-def qwen(tmp_path_factory):
-    settings = {
-        "name": "qwen2.5-1.5b-instruct",
-        "task": "text-generation",
-        "repo": "Qwen/Qwen2.5-1.5B-Instruct",
-        "revision": "main",
-        "allow_pickle": False,
-        "dtype": "float32",
-        "device": "cpu",
-        "weights": "synthetic",
-        "size": "tiny",
-    }
-    folder = tmp_path_factory.mktemp("reuse") / "model"
-    manifest = acquire({**settings, "memory_headroom_gb": 0.5}, folder)
-    assert manifest["status"] == "ready", manifest
+@pytest.fixture
+def qwen(tiny_qwen):
+    """The tiny model's summaries stage: its settings, manifest and model folder."""
+    settings, manifest, folder = tiny_qwen
     stage = {
         "pipeline": "notes",
         "stage": "summaries",

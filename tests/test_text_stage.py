@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from localbench.engine.inference import Engine, Request
-from localbench.fetch.acquire import acquire
 from localbench.pipelines.batch import BatchItem, FileRun, batch_size_of, run_stage_batch
 from localbench.pipelines.stages import FileRequests
 
@@ -18,28 +17,8 @@ NOTES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def qwen(tmp_path_factory):
-    settings = {
-        "name": "qwen2.5-1.5b-instruct",
-        "task": "text-generation",
-        "repo": "Qwen/Qwen2.5-1.5B-Instruct",
-        "revision": "main",
-        "allow_pickle": False,
-        "dtype": "float32",
-        "device": "cpu",
-        "weights": "synthetic",
-        "size": "tiny",
-        "memory_headroom_gb": 0.5,
-    }
-    folder = tmp_path_factory.mktemp("text-stage") / "model"
-    manifest = acquire(settings, folder)
-    assert manifest["status"] == "ready", manifest
-    return settings, manifest, folder
-
-
-def _stage(qwen, tmp_path, notes=NOTES, **stage):
-    settings, manifest, folder = qwen
+def _stage(tiny_qwen, tmp_path, notes=NOTES, **stage):
+    settings, manifest, folder = tiny_qwen
     tmp_path.mkdir(parents=True, exist_ok=True)
     model = {k: settings[k] for k in ("name", "task", "repo", "revision", "allow_pickle")}
     model.update(dtype="float32", device="cpu", weights="synthetic", size="tiny")
@@ -63,17 +42,19 @@ def _stage(qwen, tmp_path, notes=NOTES, **stage):
 
 
 @pytest.fixture(scope="module")
-def alone(qwen, tmp_path_factory):
+def alone(tiny_qwen, tmp_path_factory):
     """The reference: each file alone through eager generate() (batch 1)."""
-    return _stage(qwen, tmp_path_factory.mktemp("alone"), backend="eager", decode_batch=1)
+    return _stage(tiny_qwen, tmp_path_factory.mktemp("alone"), backend="eager", decode_batch=1)
 
 
 @pytest.mark.parametrize(
     ("backend", "decode_batch"), [("fast", 2), ("fast", None), ("eager", None)]
 )
-def test_batched_stage_texts_equal_each_file_alone(qwen, alone, tmp_path, backend, decode_batch):
+def test_batched_stage_texts_equal_each_file_alone(
+    tiny_qwen, alone, tmp_path, backend, decode_batch
+):
     stage = {"backend": backend, **({"decode_batch": decode_batch} if decode_batch else {})}
-    record = _stage(qwen, tmp_path, **stage)
+    record = _stage(tiny_qwen, tmp_path, **stage)
     assert record["backend"] == backend and record["backend_note"] is None
     assert {f["decode_batch"] for f in alone["files"]} == {1}
     for before, after in zip(alone["files"], record["files"], strict=True):
@@ -93,10 +74,10 @@ def test_batched_stage_texts_equal_each_file_alone(qwen, alone, tmp_path, backen
 
 
 @pytest.mark.parametrize("backend", ["fast", "eager"])
-def test_an_unreadable_file_or_a_prompt_too_long_fails_alone(qwen, tmp_path, backend):
+def test_an_unreadable_file_or_a_prompt_too_long_fails_alone(tiny_qwen, tmp_path, backend):
     # 20,000 words are about 40,000 tokens, more than the model's context (32,768).
     notes = [*NOTES, b"\xff\xfe not UTF-8", "word " * 20_000]
-    record = _stage(qwen, tmp_path, notes=notes, backend=backend, decode_batch=2)
+    record = _stage(tiny_qwen, tmp_path, notes=notes, backend=backend, decode_batch=2)
     *done, unreadable, too_long = record["files"]
     assert [f["status"] for f in done] == ["done"] * len(NOTES)
     assert unreadable["status"] == "failed" and "not UTF-8" in unreadable["reason"]
