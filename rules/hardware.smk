@@ -16,8 +16,6 @@ rule detect_hardware:
     params:
         device=config["device"],
         profile=PROFILE,
-        configured_profile=config.get("profile") or "",
-        tiny=config["size"] == "tiny",
     script:
         "../workflow/scripts/detect_hardware.py"
 

@@ -81,11 +81,11 @@ def test_an_unavailable_device_is_never_remembered(tmp_path):
 
 def test_the_planned_profile_is_held_to_the_job_s_own_detection():
     record = {"profile": "cpu-some-chip-2c-24gb"}
-    hardware_cache.check_planned_profile(record, "cpu-some-chip-2c-24gb", None, tiny=False)
-    hardware_cache.check_planned_profile(record, "cpu-some-chip-2c-24gb-tiny", "", tiny=True)
-    hardware_cache.check_planned_profile(record, "my-name", "my-name", tiny=False)
+    hardware_cache.check_planned_profile(record, "cpu-some-chip-2c-24gb", None, "full")
+    hardware_cache.check_planned_profile(record, "cpu-some-chip-2c-24gb-tiny", "", "tiny")
+    hardware_cache.check_planned_profile(record, "my-name", "my-name", "full")
     with pytest.raises(ValueError, match="planned for hardware profile 'cuda-x-80gb'"):
-        hardware_cache.check_planned_profile(record, "cuda-x-80gb", None, tiny=False)
+        hardware_cache.check_planned_profile(record, "cuda-x-80gb", None, "full")
 
 
 def test_a_wrong_remembered_profile_stops_the_run_once_and_is_corrected(

@@ -132,13 +132,19 @@ def detected(device_request: str) -> dict:
     return {"profile": record["profile"], "accelerator": record["accelerator"]}
 
 
-def check_planned_profile(record: dict, planned: str, configured: str | None, tiny: bool) -> None:
+def run_profile_name(slug: str, size: str) -> str:
+    """The results folder's profile for a machine's ``slug``: ``-tiny`` appended for
+    ``size: tiny``, so that smoke runs never mix with real results."""
+    return f"{slug}-tiny" if size == "tiny" else slug
+
+
+def check_planned_profile(record: dict, planned: str, configured: str | None, size: str) -> None:
     """Raise ValueError when ``record`` (detected in a job) names another machine than the
     profile ``planned`` when the workflow was parsed; a ``configured`` profile is the
     user's name and is not checked."""
     if configured:
         return
-    expected = f"{record['profile']}-tiny" if tiny else record["profile"]
+    expected = run_profile_name(record["profile"], size)
     if expected != planned:
         raise ValueError(
             f"this run was planned for hardware profile {planned!r}, but this job detects "

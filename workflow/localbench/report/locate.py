@@ -19,7 +19,7 @@ from snakemake.utils import update_config, validate
 from localbench.config import SCHEMA_PATH, ConfigError, check_config
 from localbench.config_files import check_config_file
 from localbench.engine.device_choice import DeviceUnavailable
-from localbench.measure.hardware_cache import detected
+from localbench.measure.hardware_cache import detected, run_profile_name
 
 RESULTS_ROOT = "results"
 
@@ -31,8 +31,7 @@ def run_profile(config: dict) -> str:
     configured device is not there."""
     if config.get("profile"):
         return config["profile"]
-    slug = detected(config["device"])["profile"]
-    return f"{slug}-tiny" if config["size"] == "tiny" else slug
+    return run_profile_name(detected(config["device"])["profile"], config["size"])
 
 
 def run_config(words: list[str], configfile: str | Path = "config.yaml") -> dict:
