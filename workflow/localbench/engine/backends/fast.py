@@ -19,7 +19,11 @@ token. This decoder keeps only the work the model needs, in the spirit of gpt-fa
 - greedy argmax on the device, the next token and position written in place;
 - on CUDA the decode step and the prefill (for the prompt's length) are compiled with
   ``torch.compile`` (fewer, fused kernels) and captured once as CUDA graphs: one launch
-  per token and no host synchronisation until the end; there a decode step's attention
+  per token and no host synchronisation until the end. An uncompiled prefill of more
+  than ``PREFILL_GRAPH_TOKENS`` (sequences x prompt length) runs as it is: its kernels
+  are long enough that launching them costs nothing, while capturing it would run it
+  four more times (a pipeline's batch of 64 prompts of 868 tokens: 1.7 s); there a
+  decode step's attention
   (bias, rotary embedding, cache write, softmax) is a pair of Triton kernels per layer
   (``decode_attention.py``), and each projection, the LM head included, one Triton
   matrix-vector kernel with the norm, the SiLU gate or the residual sum folded in
@@ -53,6 +57,10 @@ SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 # Steps between host reads of a batch's new tokens when sequences may stop early and
 # nobody streams them: a few wasted steps at most, against a sync per step.
 CHECK_EVERY = 8
+# The largest uncompiled prefill (sequences x prompt positions) captured as a CUDA graph.
+# The benchmark's prompts (one of 128 tokens) and the throughput scenario's (64 of 32)
+# are under it; a pipeline's batch of long prompts is over it and runs uncaptured.
+PREFILL_GRAPH_TOKENS = 4096
 
 
 def supports(model) -> tuple[bool, str]:
@@ -269,6 +277,8 @@ class StaticDecoder:
             "decode_attention": "triton kernel" if self.attention_kernel else "pytorch",
             **self._projections(),
             "graph_capture_s": self.capture_s,
+            # The prompt lengths whose prefill replays a graph (``capture_prefill``).
+            "prefill_graphs": sorted(self.prefill_graphs),
             "timer": timer,
         }
 
@@ -342,17 +352,32 @@ class StaticDecoder:
             fn(*args)
         return graph
 
+    def capture_prefill(self, prompt_length: int) -> bool:
+        """Whether a prefill of ``prompt_length`` positions is captured: always where it is
+        compiled (compiling runs it anyway), else up to ``PREFILL_GRAPH_TOKENS``."""
+        return self.use_compile or self.batch * prompt_length <= PREFILL_GRAPH_TOKENS
+
     def prepare(self, prompt_length: int) -> None:
-        """Compile and capture the prefill and decode step (once per prompt length).
+        """Compile and capture the decode step, and the prefill of ``prompt_length``
+        positions where ``capture_prefill`` says so (once per prompt length).
 
         Not part of any timing: its cost is reported as ``capture_s``.
         """
-        if not self.use_cuda_graph or prompt_length in self.prefill_graphs:
+        captured = prompt_length in self.prefill_graphs
+        if (
+            not self.use_cuda_graph
+            or captured
+            or (self.graph is not None and not self.capture_prefill(prompt_length))
+        ):
             return
         start = time.perf_counter()
         prompt = torch.zeros(self.batch, prompt_length, dtype=torch.long, device=self.device)
         try:
-            prefill = self._capture(self._prefill, prompt)
+            prefill = (
+                self._capture(self._prefill, prompt)
+                if self.capture_prefill(prompt_length)
+                else None
+            )
             self.graph = self.graph or self._capture(self._step)
         except Exception as error:  # noqa: BLE001 - compilers fail in many ways
             if not (self.use_compile or self.attention_kernel):
@@ -362,9 +387,14 @@ class StaticDecoder:
             self.compile_error = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
             self.use_compile = self.attention_kernel = self.linear_kernels = False
             self._step, self._prefill = self._decode_step, self._prefill_step
-            prefill = self._capture(self._prefill, prompt)
+            prefill = (
+                self._capture(self._prefill, prompt)
+                if self.capture_prefill(prompt_length)
+                else None
+            )
             self.graph = self._capture(self._step)
-        self.prefill_graphs[prompt_length] = (prefill, prompt)
+        if prefill is not None:
+            self.prefill_graphs[prompt_length] = (prefill, prompt)
         torch.cuda.synchronize()
         self.capture_s += time.perf_counter() - start
 
