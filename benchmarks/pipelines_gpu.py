@@ -96,6 +96,7 @@ class Runner:
             return step
         print(f"[{elapsed():6.1f} s] {name}: {step['command']}", flush=True)
         log = self.logs / f"{name}.log"
+        step["started_unix"] = time.time()
         start = time.monotonic()
         with log.open("w") as sink, open(stdout or os.devnull, "w") as out:
             process = subprocess.Popen(
@@ -197,6 +198,73 @@ def our_records(pattern: str) -> dict:
     return dict(sorted(stages.items(), key=lambda item: item[1].pop("started")))
 
 
+def timeline(pattern: str, started_unix: float | None, wall_s: float | None) -> list[dict]:
+    """One run of a pipeline as segments, in seconds from the snakemake command's start:
+    each stage job from its process's start to its record written (the file's time),
+    split into the interpreter's start, imports, load, inference (graph capture within
+    it) and the rest (CUDA start, checkpoint check, reading and writing files); between
+    and around them, Snakemake's time (planning, starting jobs, the report, the summary
+    line, exiting). Empty where a record lacks its process's start."""
+    if started_unix is None or wall_s is None:
+        return []
+    jobs = []
+    for path in glob.glob(pattern):
+        record = json.loads(Path(path).read_text())
+        startup = record.get("startup") or {}
+        if startup.get("process_started_unix") is None:
+            return []
+        begin = startup["process_started_unix"] - started_unix
+        end = Path(path).stat().st_mtime - started_unix
+        parts = {
+            "python start": startup.get("before_script_s") or 0.0,
+            "imports": startup.get("imports_s") or 0.0,
+            "load": record.get("load_s") or 0.0,
+            "inference": record.get("inference_s") or 0.0,
+        }
+        parts["other"] = (end - begin) - sum(parts.values())
+        capture = (record.get("engine") or {}).get("graph_capture_s") or 0.0
+        jobs.append({"stage": record["stage"], "from": begin, "to": end, "parts": parts,
+                     "capture": capture})  # fmt: skip
+    jobs.sort(key=lambda job: job["from"])
+    segments, at = [], 0.0
+    for job in jobs:
+        segments.append({"what": "snakemake" if not segments else "between jobs",
+                         "from": at, "to": job["from"]})  # fmt: skip
+        segments.append({"what": job["stage"], **job})
+        at = job["to"]
+    segments.append({"what": "report, summary line, exit", "from": at, "to": wall_s})
+    return segments
+
+
+def timeline_text(name: str, segments: list[dict]) -> list[str]:
+    lines = [f"{name} timeline (s from the command's start):"]
+    for segment in segments:
+        span = f"  {segment['from']:6.2f} - {segment['to']:6.2f}  {segment['what']}"
+        if "parts" in segment:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in segment["parts"].items())
+            span += f" ({parts}; capture {segment['capture']:.2f} of the inference)"
+        else:
+            span += f" ({segment['to'] - segment['from']:.2f})"
+        lines.append(span)
+    return lines
+
+
+def compare_outputs(before_root: Path, ours_root: Path) -> dict:
+    """Per stage folder, how many output files the two trees share and how many of them
+    are byte for byte the same."""
+    counts: dict[str, dict] = {}
+    for ours in sorted(ours_root.glob("*/*")):
+        stage = ours.parent.name
+        if stage in ("batches", "settings", "reuse") or not ours.is_file():
+            continue
+        before = before_root / stage / ours.name
+        entry = counts.setdefault(stage, {"files": 0, "same": 0})
+        if before.is_file():
+            entry["files"] += 1
+            entry["same"] += before.read_bytes() == ours.read_bytes()
+    return counts
+
+
 def count_ours(runner: Runner, args) -> dict:
     """Files, characters and tokens of our outputs, counted as the peer counts its own."""
     roots = sorted(glob.glob(str(ROOT / "results" / "*" / "pipelines")))
@@ -225,7 +293,7 @@ def unpack_before(args) -> Path:
 
 
 def summarise(
-    runner: Runner, args, ours_wall: dict, before_tree: Path | None, before_wall: dict
+    runner: Runner, args, ours_steps: dict, before_tree: Path | None, before_wall: dict
 ) -> dict:
     counts = count_ours(runner, args)
     summary = {
@@ -236,8 +304,11 @@ def summarise(
         "pipelines": {},
     }
     for name in args.pipelines:
-        ours = {"wall_s": ours_wall.get(name)}
-        ours["stages"] = our_records(str(ROOT / f"results/*/pipelines/{name}/batches/*/*.json"))
+        step = ours_steps.get(name) or {}
+        ours = {"wall_s": step.get("seconds") if step.get("status") == "done" else None}
+        pattern = str(ROOT / f"results/*/pipelines/{name}/batches/*/*.json")
+        ours["stages"] = our_records(pattern)
+        ours["timeline"] = timeline(pattern, step.get("started_unix"), ours["wall_s"])
         for stage, record in ours["stages"].items():
             record["output"] = counts.get(name, {}).get(stage)
         peer_path = args.work / f"peer-{name}.json"
@@ -245,10 +316,15 @@ def summarise(
         summary["pipelines"][name] = {"ours": ours, "peer": peer}
         if before_tree:
             pattern = str(before_tree / f"results/*/pipelines/{name}/batches/*/*.json")
+            roots = [sorted(glob.glob(str(tree / f"results/*/pipelines/{name}")))
+                     for tree in (before_tree, ROOT)]  # fmt: skip
             summary["pipelines"][name]["before"] = {
                 "wall_s": before_wall.get(name),
                 "commit": args.before.name,
                 "stages": our_records(pattern),
+                "same_outputs": compare_outputs(Path(roots[0][0]), Path(roots[1][0]))
+                if all(roots)
+                else {},
             }
         if peer:
             summary.setdefault("peer_versions", peer["versions"] | {"gpu": peer["gpu"]})
@@ -294,10 +370,17 @@ def table(summary: dict) -> str:
             f"{_seconds(peer_s)} (process start to exit); peer s / ours s = {ratio}"
         )
         if "before" in sides:
+            same = ", ".join(
+                f"{stage} {c['same']} of {c['files']}"
+                for stage, c in sides["before"].get("same_outputs", {}).items()
+            )
             totals.append(
                 f"{name}: before ({sides['before']['commit']}) "
-                f"{_seconds(sides['before']['wall_s'])} end to end"
+                f"{_seconds(sides['before']['wall_s'])} end to end; outputs the same as "
+                f"ours: {same or '-'}"
             )
+        if ours.get("timeline"):
+            totals.extend(timeline_text(name, ours["timeline"]))
     return "\n".join(lines + [""] + totals)
 
 
@@ -376,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoints",
         [py, "-m", "snakemake", "--cores", "4", *manifests, "--config", *args.config],
     )
-    ours_wall: dict[str, float | None] = {}
+    ours_steps: dict[str, dict] = {}
     before_wall: dict[str, float | None] = {}
     before_tree = unpack_before(args) if args.before else None
     if files["status"] == "done" and models["status"] == "done":
@@ -391,12 +474,11 @@ def main(argv: list[str] | None = None) -> int:
                     cwd=before_tree,
                 )
                 before_wall[name] = before.get("seconds") if before["status"] == "done" else None
-            ours = runner.run(
+            ours_steps[name] = runner.run(
                 f"ours-{name}",
                 [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
                 need_s=MIN_OURS_S,
             )
-            ours_wall[name] = ours.get("seconds") if ours["status"] == "done" else None
             runner.run(
                 f"peer-{name}",
                 [
@@ -417,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 need_s=MIN_PEER_S,
             )
-    summary = summarise(runner, args, ours_wall, before_tree, before_wall)
+    summary = summarise(runner, args, ours_steps, before_tree, before_wall)
     text = table(summary)
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.work / "summary.txt").write_text(text + "\n")

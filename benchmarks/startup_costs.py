@@ -43,6 +43,13 @@ SNIPPETS = {
         STAGE_IMPORTS + "; import torch; torch.cuda.is_available() and "
         "torch.zeros(1, device='cuda')"
     ),
+    "torch + cuda.init()": "import torch; torch.cuda.init()",
+    # Whether CUDA's start (driver, context) overlaps the imports when a thread starts it
+    # right after torch is imported.
+    "torch, CUDA started in a thread, stage job imports": (
+        "import threading, torch; started = threading.Thread(target=torch.cuda.init); "
+        "started.start(); " + STAGE_IMPORTS + "; started.join()"
+    ),
     "import snakemake": "import snakemake.api",
     "hardware profile (Snakefile)": (
         f"import sys; sys.path.insert(0, {WORKFLOW!r}); "
@@ -61,8 +68,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--importtime", type=int, default=30)
+    parser.add_argument("--only", nargs="+", help="these snippets (their names), in turn")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, PYTHONPATH={os.environ.get('PYTHONPATH', '')}")
+    if args.only:
+        # In turn, A B A B: a machine that drifts weighs on every snippet alike.
+        for _ in range(args.repeat):
+            for name in args.only:
+                print(f"{name:50s} {timed(SNIPPETS[name]):6.2f}", flush=True)
+        return
     for name, code in SNIPPETS.items():
         seconds = [timed(code) for _ in range(args.repeat)]
         print(f"{name:34s} " + " ".join(f"{s:6.2f}" for s in seconds))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import numpy as np
 import torch
@@ -128,6 +129,7 @@ def test_a_stage_repairs_its_damaged_checkpoint_then_runs_its_files(workdir):
     with open(weights, "r+b") as handle:
         handle.truncate(len(whole) // 2)
 
+    began = time.time()
     completed = snakemake(workdir, "--cores", "1", "digest", *TINY)
     assert "digest: 2 of 2 files done, 0 failed" in completed.stdout
     assert weights.read_bytes() == whole  # rebuilt: synthetic builds are seeded
@@ -145,4 +147,7 @@ def test_a_stage_repairs_its_damaged_checkpoint_then_runs_its_files(workdir):
     assert record["check_s"] > 0
     assert record["startup"]["imports_s"] > 0.1
     assert record["startup"]["before_script_s"] is None or record["startup"]["before_script_s"] >= 0
+    # The job's process started within this command (the timeline of a run).
+    started = record["startup"]["process_started_unix"]
+    assert started is None or began - 1 <= started <= batch.stat().st_mtime
     assert record["engine"]["compiled"] is False

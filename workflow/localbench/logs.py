@@ -56,11 +56,17 @@ def startup_seconds(script_started: float) -> dict[str, float | None]:
     """Where a job's time went before its work: ``before_script_s`` from the process's
     start to the script's first line (the interpreter and Snakemake's preamble), and
     ``imports_s`` from there to now (``script_started``: ``time.perf_counter()`` at the
-    script's first line)."""
+    script's first line); ``process_started_unix``, the process's start on the wall
+    clock, places the job on a run's timeline."""
     imports = time.perf_counter() - script_started
     age = process_age_s()
     before = None if age is None else max(0.0, round(age - imports, 3))
-    return {"before_script_s": before, "imports_s": round(imports, 3)}
+    started = None if age is None else round(time.time() - age, 3)
+    return {
+        "before_script_s": before,
+        "imports_s": round(imports, 3),
+        "process_started_unix": started,
+    }
 
 
 def exit_without_teardown() -> None:
