@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -198,7 +199,9 @@ def our_records(pattern: str) -> dict:
     return dict(sorted(stages.items(), key=lambda item: item[1].pop("started")))
 
 
-def timeline(pattern: str, started_unix: float | None, wall_s: float | None) -> list[dict]:
+def timeline(
+    pattern: str, started_unix: float | None, wall_s: float | None, exits: list | None = None
+) -> list[dict]:
     """One run of a pipeline as segments, in seconds from the snakemake command's start:
     each stage job from its process's start to its record written (the file's time),
     split into the interpreter's start, imports, load, inference (graph capture within
@@ -222,6 +225,16 @@ def timeline(pattern: str, started_unix: float | None, wall_s: float | None) -> 
             "inference": record.get("inference_s") or 0.0,
         }
         parts["other"] = (end - begin) - sum(parts.values())
+        # The process's exit, where the watcher saw it: from the record written to the
+        # process gone.
+        gone = [
+            last
+            for first, last in exits or []
+            if abs(first - startup["process_started_unix"]) < 0.05
+        ]
+        if gone:
+            parts["exit"] = max(0.0, gone[0] - started_unix - end)
+            end += parts["exit"]
         capture = (record.get("engine") or {}).get("graph_capture_s") or 0.0
         jobs.append({"stage": record["stage"], "from": begin, "to": end, "parts": parts,
                      "capture": capture})  # fmt: skip
@@ -263,6 +276,52 @@ def compare_outputs(before_root: Path, ours_root: Path) -> dict:
             entry["files"] += 1
             entry["same"] += before.read_bytes() == ours.read_bytes()
     return counts
+
+
+class StageExits(threading.Thread):
+    """Watches /proc every 20 ms while a pipeline runs: for each stage job's process (a
+    command line naming run_pipeline_stage.py), its start (as the job's record computes
+    it) and when it was last seen, so the timeline can tell a job's exit from
+    Snakemake's time after it. Linux only; elsewhere it sees nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[int, list[float]] = {}  # pid: [started unix, last seen unix]
+        self.done = threading.Event()
+
+    @staticmethod
+    def _started_unix(pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            uptime = float(Path("/proc/uptime").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return time.time() - (uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            now = time.time()
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                pid = int(entry.name)
+                if pid in self.seen:
+                    if (entry / "cmdline").exists():
+                        self.seen[pid][1] = now
+                    continue
+                try:
+                    command = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"run_pipeline_stage.py" in command and b"python" in command:
+                    started = self._started_unix(pid)
+                    if started is not None:
+                        self.seen[pid] = [started, now]
+
+    def stop(self) -> list[list[float]]:
+        self.done.set()
+        self.join()
+        return sorted(self.seen.values())
 
 
 def count_ours(runner: Runner, args) -> dict:
@@ -308,7 +367,9 @@ def summarise(
         ours = {"wall_s": step.get("seconds") if step.get("status") == "done" else None}
         pattern = str(ROOT / f"results/*/pipelines/{name}/batches/*/*.json")
         ours["stages"] = our_records(pattern)
-        ours["timeline"] = timeline(pattern, step.get("started_unix"), ours["wall_s"])
+        ours["timeline"] = timeline(
+            pattern, step.get("started_unix"), ours["wall_s"], step.get("stage_processes")
+        )
         for stage, record in ours["stages"].items():
             record["output"] = counts.get(name, {}).get(stage)
         peer_path = args.work / f"peer-{name}.json"
@@ -474,11 +535,14 @@ def main(argv: list[str] | None = None) -> int:
                     cwd=before_tree,
                 )
                 before_wall[name] = before.get("seconds") if before["status"] == "done" else None
+            watcher = StageExits()
+            watcher.start()
             ours_steps[name] = runner.run(
                 f"ours-{name}",
                 [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
                 need_s=MIN_OURS_S,
             )
+            ours_steps[name]["stage_processes"] = watcher.stop()
             runner.run(
                 f"peer-{name}",
                 [
