@@ -58,20 +58,6 @@ def test_openmp_waits_passively_only_where_an_accelerator_does_the_work(monkeypa
         openmp.start_openmp_with(0, "cpu")
 
 
-def test_cuda_starts_in_the_background_only_for_a_cuda_job():
-    import torch
-    from localbench.engine.device import start_cuda_in_background
-
-    for device_type in ("cpu", "mps"):
-        assert start_cuda_in_background(device_type) is None
-    started = start_cuda_in_background("cuda")
-    if not torch.cuda.is_available():  # here: nothing to start, and nothing raised
-        assert started is None
-    else:
-        started.join()
-        assert torch.cuda.is_initialized()
-
-
 def test_the_configured_threads_reach_torch_in_the_jobs(tiny_run, tmp_path):
     """auto in the session's tiny run; then 3 threads with --cores 1, where Snakemake
     sets OMP_NUM_THREADS=1 for the job, and the job still runs torch (and starts its

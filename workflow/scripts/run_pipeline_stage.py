@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821
 
 from localbench.atomic import read_json, write_json
 from localbench.config import resolve_threads
-from localbench.engine.threads import job_device_type, openmp_record, start_openmp_with
+from localbench.engine.threads import openmp_record, start_openmp_with
 
 inputs = snakemake.input  # noqa: F821 - injected by Snakemake
 settings = read_json(inputs.settings)
@@ -21,12 +21,8 @@ THREADS = start_openmp_with(
     settings["model"]["device"],
 )
 
-from localbench.engine.device import start_cuda_in_background, use_threads
-
-# CUDA starts while the imports below run.
-start_cuda_in_background(job_device_type(settings["model"]["device"]))
-
 from localbench.engine.caches import use_lasting_compile_caches
+from localbench.engine.device import use_threads
 from localbench.logs import exit_without_teardown, job_log, startup_seconds
 from localbench.pipelines.batch import BatchItem, run_stage_batch
 from localbench.status import DONE

@@ -102,28 +102,6 @@ def resolve_dtype(request: str, device: torch.device) -> tuple[str, str]:
     return "float32", "auto: CPU without native bfloat16"
 
 
-def start_cuda_in_background(device_type: str) -> threading.Thread | None:
-    """For a job whose model runs on CUDA (``device_type``, as
-    :func:`localbench.engine.threads.job_device_type` gives it), start CUDA (driver and
-    context) in a thread now, while the job imports the rest (transformers' model classes,
-    this library): on the H200 machine a job's imports with CUDA started after them took
-    12.3-12.5 s, with it started in a thread beside them 10.3-11.2 s. A failure is left to
-    the job's first CUDA call, which starts CUDA again and raises it there. None
-    elsewhere."""
-    if device_type != "cuda" or not torch.cuda.is_available():
-        return None
-
-    def start() -> None:
-        try:
-            torch.cuda.init()
-        except Exception:  # noqa: BLE001 - raised again, in place, by the first CUDA call
-            pass
-
-    thread = threading.Thread(target=start, name="cuda-start", daemon=True)
-    thread.start()
-    return thread
-
-
 def synchronize(device: torch.device) -> None:
     """Wait until all queued work on ``device`` is done."""
     if device.type == "cuda":
