@@ -16,8 +16,11 @@ In order, each step logged to <work>/logs/<step>.log:
    ``--before <git archive .tgz>``, the same command first in that earlier tree (its own
    results folder, this tree's models and inputs linked);
 5. prints a table (seconds end to end, per stage load and inference seconds and files/s,
-   output tokens of both), writes summary.json and packs the pipelines' results, the
-   peer's outputs and JSON and the logs into $OUT/pipelines-gpu.tar.gz.
+   output tokens of both), with ``--before`` how many output files the two trees share
+   byte for byte, and the timeline of our run of each pipeline (Snakemake's start, each
+   stage job's parts and exit, the gaps between, the end); writes summary.json and packs
+   the pipelines' results, the peer's outputs and JSON and the logs into
+   $OUT/pipelines-gpu.tar.gz.
 
 The whole run keeps to --deadline seconds (570: a device call's 10 minutes less the
 start); a step that would start too late is skipped, one that runs over is stopped
