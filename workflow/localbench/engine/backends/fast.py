@@ -22,13 +22,12 @@ token. This decoder keeps only the work the model needs, in the spirit of gpt-fa
   per token and no host synchronisation until the end. An uncompiled prefill of more
   than ``PREFILL_GRAPH_TOKENS`` (sequences x prompt length) runs as it is: its kernels
   are long enough that launching them costs nothing, while capturing it would run it
-  four more times (a pipeline's batch of 64 prompts of 868 tokens: 1.7 s); there a
-  decode step's attention
-  (bias, rotary embedding, cache write, softmax) is a pair of Triton kernels per layer
-  (``decode_attention.py``), and each projection, the LM head included, one Triton
-  matrix-vector kernel with the norm, the SiLU gate or the residual sum folded in
-  (``gemv.py``). If compilation fails the uncompiled step with PyTorch attention and
-  projections is captured instead, and the result says so;
+  four more times (a pipeline's batch of 64 prompts of 868 tokens: 1.7 s). On CUDA a
+  decode step's attention (bias, rotary embedding, cache write, softmax) is a pair of
+  Triton kernels per layer (``decode_attention.py``), and each projection, the LM head
+  included, one Triton matrix-vector kernel with the norm, the SiLU gate or the
+  residual sum folded in (``gemv.py``). If compilation fails the uncompiled step with
+  PyTorch attention and projections is captured instead, and the result says so;
 - on the CPU a decode step of one sequence runs each layer as one call of a C++ kernel
   (``cpu_linear.cpp``: norm, products, rotary embedding, cache write, attention, SiLU
   gate and residuals, rounded where the model's modules round), so a step is some thirty
