@@ -25,7 +25,8 @@ In order, each step logged to <work>/logs/<step>.log:
 The whole run keeps to --deadline seconds (570: a device call's 10 minutes less the
 start); a step that would start too late is skipped, one that runs over is stopped
 (SIGTERM to its process group, then SIGKILL) and the summary says so. Only the standard
-library is imported here; CPU smoke test, from a clone with the venv:
+library is imported here, and localbench.logs, which needs nothing else; CPU smoke test,
+from a clone with the venv:
 
     python benchmarks/pipelines_gpu.py --no-install --count 4 --peer-device cpu \
         --config size=tiny weights=synthetic device=cpu --work /tmp/pipelines-gpu
@@ -48,6 +49,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "workflow"))
+
+from localbench.logs import process_age_s  # noqa: E402 - needs the path above
+
 T0 = time.monotonic()
 # Seconds kept for the summary and the archive after the last step.
 RESERVE_S = 25
@@ -294,12 +299,9 @@ class StageExits(threading.Thread):
 
     @staticmethod
     def _started_unix(pid: int) -> float | None:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            uptime = float(Path("/proc/uptime").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return time.time() - (uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+        # As the job's own record computes it (localbench.logs.startup_seconds).
+        age = process_age_s(pid)
+        return None if age is None else time.time() - age
 
     def run(self) -> None:
         while not self.done.wait(0.02):

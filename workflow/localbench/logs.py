@@ -39,10 +39,11 @@ def job_log(path: str | Path):
             logging.getLogger().removeHandler(handler)
 
 
-def process_age_s() -> float | None:
-    """Seconds since this process started (Linux: ``/proc``), else None."""
+def process_age_s(pid: int | str = "self") -> float | None:
+    """Seconds since process ``pid`` (default: this one) started (Linux: ``/proc``), else
+    None."""
     try:
-        with open("/proc/self/stat", encoding="ascii") as handle:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
             # The command name (field 2) may hold spaces: count from its closing bracket.
             fields = handle.read().rsplit(")", 1)[1].split()
         with open("/proc/uptime", encoding="ascii") as handle:
