@@ -362,36 +362,35 @@ class StaticDecoder:
 
         Not part of any timing: its cost is reported as ``capture_s``.
         """
-        captured = prompt_length in self.prefill_graphs
         if (
             not self.use_cuda_graph
-            or captured
+            or prompt_length in self.prefill_graphs
             or (self.graph is not None and not self.capture_prefill(prompt_length))
         ):
             return
         start = time.perf_counter()
         prompt = torch.zeros(self.batch, prompt_length, dtype=torch.long, device=self.device)
-        try:
-            prefill = (
-                self._capture(self._prefill, prompt)
-                if self.capture_prefill(prompt_length)
-                else None
-            )
+
+        def capture() -> torch.cuda.CUDAGraph | None:
+            """The decode step's graph (once), and the prefill's where it is captured."""
+            prefill = None
+            if self.capture_prefill(prompt_length):
+                prefill = self._capture(self._prefill, prompt)
             self.graph = self.graph or self._capture(self._step)
+            return prefill
+
+        try:
+            prefill = capture()
         except Exception as error:  # noqa: BLE001 - compilers fail in many ways
             if not (self.use_compile or self.attention_kernel):
                 raise
             # The plain path: uncompiled, attention and projections in PyTorch; the result
-            # says why.
+            # says why. The compiled step's graph, if any, is captured again.
             self.compile_error = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
             self.use_compile = self.attention_kernel = self.linear_kernels = False
             self._step, self._prefill = self._decode_step, self._prefill_step
-            prefill = (
-                self._capture(self._prefill, prompt)
-                if self.capture_prefill(prompt_length)
-                else None
-            )
-            self.graph = self._capture(self._step)
+            self.graph = None
+            prefill = capture()
         if prefill is not None:
             self.prefill_graphs[prompt_length] = (prefill, prompt)
         torch.cuda.synchronize()
