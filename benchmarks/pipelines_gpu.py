@@ -178,6 +178,8 @@ def our_records(pattern: str) -> dict:
                 "imports_s": 0.0,
                 "check_s": 0.0,
                 "load_s": 0.0,
+                "worker_wait_s": 0.0,
+                "loaded_early_s": 0.0,
                 "inference_s": 0.0,
                 "capture_s": 0.0,
                 "backend": set(),
@@ -190,7 +192,13 @@ def our_records(pattern: str) -> dict:
         stage["before_script_s"] += startup.get("before_script_s") or 0.0
         stage["imports_s"] += startup.get("imports_s") or 0.0
         stage["check_s"] += record.get("check_s") or 0.0
-        stage["load_s"] += record.get("load_s") or 0.0
+        # Run by the stage worker: the job waited for its start (imports) or for the model
+        # it loaded early, and a model loaded before the job is not the job's time.
+        worker = record.get("worker") or {}
+        if "pid" in worker:
+            stage["worker_wait_s"] += worker["began_unix"] - worker["received_unix"]
+        early = "loaded_before_job" in record
+        stage["loaded_early_s" if early else "load_s"] += record.get("load_s") or 0.0
         stage["inference_s"] += record.get("inference_s") or 0.0
         stage["capture_s"] += (record.get("engine") or {}).get("graph_capture_s") or 0.0
         stage["backend"].add(str(record.get("backend")))
@@ -198,7 +206,8 @@ def our_records(pattern: str) -> dict:
             stage["done" if item.get("status") == "done" else "failed"] += 1
     for stage in stages.values():
         stage["backend"] = ",".join(sorted(stage["backend"]))
-        for key in ("before_script_s", "imports_s", "check_s", "load_s", "capture_s"):
+        for key in ("before_script_s", "imports_s", "check_s", "load_s", "capture_s",
+                    "worker_wait_s", "loaded_early_s"):  # fmt: skip
             stage[key] = round(stage[key], 3)
         stage["inference_s"] = round(stage["inference_s"], 3)
         seconds = stage["inference_s"]
@@ -226,10 +235,15 @@ def timeline(
             return []
         begin = startup["process_started_unix"] - started_unix
         end = Path(path).stat().st_mtime - started_unix
+        worker = record.get("worker") or {}
         parts = {
             "python start": startup.get("before_script_s") or 0.0,
             "imports": startup.get("imports_s") or 0.0,
-            "load": record.get("load_s") or 0.0,
+            # The stage worker's imports (its first job) or the model it loads early.
+            "waiting for the worker": (
+                worker["began_unix"] - worker["received_unix"] if "pid" in worker else 0.0
+            ),
+            "load": 0.0 if "loaded_before_job" in record else record.get("load_s") or 0.0,
             "inference": record.get("inference_s") or 0.0,
         }
         parts["other"] = (end - begin) - sum(parts.values())
@@ -399,10 +413,10 @@ def summarise(
 
 def table(summary: dict) -> str:
     lines = [
-        "pipeline       stage         side  files  start s  import s  load s  infer s  "
-        "capture s  files/s  out tokens",
-        "-------------  ------------  ----  -----  -------  --------  ------  -------  "
-        "---------  -------  ----------",
+        "pipeline       stage         side  files  start s  import s  wait s  load s  "
+        "early s  infer s  capture s  files/s  out tokens",
+        "-------------  ------------  ----  -----  -------  --------  ------  ------  "
+        "-------  -------  ---------  -------  ----------",
     ]
     totals = []
     for name, sides in summary["pipelines"].items():
@@ -424,7 +438,9 @@ def table(summary: dict) -> str:
                 lines.append(
                     f"{name:13}  {stage:12}  {side:4}  {files:5}  "
                     f"{_seconds(record.get('before_script_s'), ''):>7}  "
-                    f"{_seconds(record.get('imports_s'), ''):>8}  {record['load_s']:6.1f}  "
+                    f"{_seconds(record.get('imports_s'), ''):>8}  "
+                    f"{_seconds(record.get('worker_wait_s'), ''):>6}  {record['load_s']:6.1f}  "
+                    f"{_seconds(record.get('loaded_early_s'), ''):>7}  "
                     f"{record['inference_s']:7.1f}  {_seconds(record.get('capture_s'), ''):>9}  "
                     f"{record['files_per_s'] or 0:7.2f}  {tokens:>10}"
                 )

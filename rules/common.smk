@@ -20,6 +20,7 @@ from localbench.report import peers as lbpeers
 from localbench.locks import clear_stale_locks
 from localbench.pipelines import plan as lbplan
 from localbench.pipelines.plan import check_pipelines
+from localbench.pipelines import worker as lbworker
 
 try:
     # The files given with --configfile, read by Snakemake before this workflow ran: a
@@ -60,6 +61,17 @@ except DeviceUnavailable as error:
 # (localbench.engine.threads); a job on a cluster node parses this file there.
 os.environ[lbthreads.DEVICE_TYPE_VARIABLE] = DEVICE_TYPE
 RESULTS = f"{RESULTS_ROOT}/{PROFILE}"
+# Pipeline stage jobs of this process hand themselves to one stage worker, which starts
+# torch and the device once for the run (localbench.pipelines.worker, config
+# `pipeline_worker`). A job on a cluster node parses this file in a Snakemake of its
+# own, not the main one: no worker there.
+if workflow.is_main_process:
+    os.environ[lbworker.RUN_PID_VARIABLE] = str(os.getpid())
+    os.environ[lbworker.WORKER_LOG_VARIABLE] = os.path.abspath(
+        f"{RESULTS}/logs/pipelines/stage-worker.log"
+    )
+else:
+    os.environ.pop(lbworker.RUN_PID_VARIABLE, None)
 # Tiny checkpoints live apart from full ones; model names start with a letter or digit,
 # so "_tiny" cannot collide with a model.
 MODELS_ROOT = "models/_tiny" if config["size"] == "tiny" else "models"

@@ -103,7 +103,7 @@ def _failed(item: BatchItem, status: str, reason: str) -> dict:
     return record
 
 
-def _open_engine(settings: dict, manifest: dict, model_dir: Path, record: dict) -> Engine:
+def open_engine(settings: dict, manifest: dict, model_dir: Path, record: dict) -> Engine:
     """The stage's model, opened once for the engine on the stage's backend; the record
     gets the device, dtype, load time and the backend used."""
     model_settings = settings["model"]
@@ -291,13 +291,16 @@ def run_stage_batch(
     previous_batch: str | None = None,
     log=None,
     reuse_dir: str | Path | None = None,
+    open_engine=open_engine,
 ) -> dict:
     """Run the stage ``settings`` describe over ``items``; return the batch record.
 
     ``previous_batch`` is the previous stage's record of the same batch: a file that
     failed there is skipped here. Files finished before are taken from ``reuse_dir``
     (:mod:`localbench.pipelines.reuse`; None: every file runs), and the files done here
-    are kept there. Never raises for a model or file problem.
+    are kept there. ``open_engine(settings, manifest, model_dir, record)`` opens the
+    stage's model (default: :func:`open_engine`; the stage worker's may hold it loaded
+    already). Never raises for a model or file problem.
     """
     model_settings = settings["model"]
     task = model_settings["task"]
@@ -353,7 +356,7 @@ def run_stage_batch(
     engine = None
     if pending:
         try:
-            engine = _open_engine(settings, manifest, model_dir, record)
+            engine = open_engine(settings, manifest, model_dir, record)
         except Exception as error:  # noqa: BLE001 - the batch's files fail with the reason
             reason = _reason(error)
             if log:

@@ -1,0 +1,214 @@
+"""The run's stage worker (localbench.pipelines.worker): pipeline stage jobs handed to one
+process give the same outputs as jobs run in their own processes, the worker ends with
+its run, and a job it cannot take runs in its own process (real snakemake, real worker
+processes, tiny models on the CPU with ``pipeline_worker: always``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT, TINY, snakemake
+from localbench.config import ConfigError, check_config
+from localbench.pipelines import worker
+from localbench.pipelines.job import BatchJob
+from test_pipelines import make_inputs, out
+
+PIPELINES = ("voice-notes", "photo-stories")
+
+
+def batch_records(workdir: Path) -> list[dict]:
+    return [
+        json.loads(path.read_text())
+        for pipeline in PIPELINES
+        for path in sorted((out(workdir, pipeline) / "batches").glob("*/*.json"))
+    ]
+
+
+def outputs(workdir: Path) -> dict[str, bytes]:
+    """Every output file of the two pipelines, by its path in the pipeline's folder."""
+    found = {}
+    for pipeline in PIPELINES:
+        root = out(workdir, pipeline)
+        for path in root.glob("*/*"):
+            if path.parent.name not in ("batches", "settings", "reuse") and path.is_file():
+                found[str(path.relative_to(root))] = path.read_bytes()
+    return found
+
+
+def wait_until_gone(pid: int, seconds: float = 15.0) -> bool:
+    """True once process ``pid`` has ended (a zombie of ours counts as ended)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same two pipelines over the same files, once with every stage job in its own
+    process and once through the stage worker, one job at a time."""
+    runs = {}
+    for mode in ("never", "always"):
+        workdir = tmp_path_factory.mktemp(f"worker-{mode}")
+        shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
+        make_inputs(workdir)
+        snakemake(workdir, "--cores", "1", *PIPELINES, *TINY, f"pipeline_worker={mode}")
+        runs[mode] = workdir
+    return runs
+
+
+def test_jobs_through_the_worker_give_the_same_outputs(two_runs):
+    own, through = outputs(two_runs["never"]), outputs(two_runs["always"])
+    assert len(own) >= 20 and own.keys() == through.keys()
+    assert [name for name in own if own[name] != through[name]] == []
+    # Failed files too (a broken recording, a corrupt image): the same FAILED lines.
+    assert any(content.startswith(b"FAILED: ") for content in through.values())
+
+
+def test_one_worker_ran_every_stage_job_and_loaded_the_next_model_early(two_runs):
+    records = batch_records(two_runs["always"])
+    assert len(records) == 4
+    workers = [record["worker"] for record in records]
+    # One worker for the run: imports paid once, its jobs counted.
+    assert len({w["pid"] for w in workers}) == 1
+    assert sorted(w["job"] for w in workers) == [1, 2, 3, 4]
+    assert all(w["began_unix"] >= w["received_unix"] for w in workers)
+    # A stage that ran right after the stage before it took the model loaded for it,
+    # and says so; the first stage of the run loaded its own.
+    early = [r for r in records if "loaded_before_job" in r]
+    assert early and all(r["settings"]["index"] == 1 for r in early)
+    assert all(r["load_s"] > 0 for r in records)
+    first = next(r for r in records if r["worker"]["job"] == 1)
+    assert "loaded_before_job" not in first
+    # The jobs in their own processes say nothing of a worker.
+    assert all("worker" not in r for r in batch_records(two_runs["never"]))
+
+
+def test_the_worker_ends_with_its_run(two_runs):
+    pid = batch_records(two_runs["always"])[0]["worker"]["pid"]
+    assert wait_until_gone(pid)
+    log = two_runs["always"] / "results" / "test-machine" / "logs" / "pipelines"
+    text = (log / "stage-worker.log").read_text()
+    assert "the Snakemake run ended; ending" in text
+    # Its socket went with it.
+    socket = Path(text.split(" on ", 1)[1].split()[0])
+    assert socket.name.startswith("stage-worker-") and not socket.exists()
+    # Each stage job's log says where it ran.
+    stage_logs = [path.read_text() for path in log.glob("*/*/*.log")]
+    assert len(stage_logs) == 4
+    assert all("run by the stage worker" in text for text in stage_logs)
+
+
+def test_the_setting_is_checked_and_auto_means_accelerators():
+    config = {"pipeline_worker": "sometimes", "models": {}}
+    with pytest.raises(ConfigError, match="pipeline_worker: 'sometimes' is not allowed"):
+        check_config(config)
+    assert worker.wanted("always", "cpu") and not worker.wanted("never", "cuda")
+    assert worker.wanted("auto", "cuda") and worker.wanted("auto", "mps")
+    assert not worker.wanted("auto", "cpu")
+    with pytest.raises(ValueError, match="pipeline_worker"):
+        worker.wanted("on", "cpu")
+
+
+def test_a_job_not_started_by_a_local_run_runs_in_its_own_process(tmp_path, monkeypatch):
+    monkeypatch.delenv(worker.RUN_PID_VARIABLE, raising=False)
+    answer, reason = worker.hand_over(job_in(tmp_path), "cpu", "always", {})
+    assert answer is None and reason == "not a job of a local Snakemake run"
+    # A pid that is not this process's parent (another run's) is not taken either.
+    monkeypatch.setenv(worker.RUN_PID_VARIABLE, str(os.getpid()))
+    assert worker.run_process() is None
+
+
+def job_in(folder: Path) -> BatchJob:
+    """A job whose settings file does not exist: it fails as soon as it starts."""
+    return BatchJob(
+        settings=str(folder / "no-such-settings.json"),
+        manifest=str(folder / "manifest.json"),
+        batch="b1",
+        names=[],
+        sources=[],
+        outputs=[],
+        questions=[],
+        previous=None,
+        reuse=str(folder / "reuse"),
+        record=str(folder / "record.json"),
+        log=str(folder / "job.log"),
+        threads=1,
+    )
+
+
+@pytest.fixture
+def run_and_socket(tmp_path):
+    """A stand-in for a Snakemake run (a sleeping process) and a socket path for its
+    worker; both ended after the test."""
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    folder = Path(os.path.realpath("/tmp")) / f"lb-test-{os.getpid()}-{time.monotonic_ns()}"
+    folder.mkdir(mode=0o700)
+    yield psutil.Process(run.pid), folder / "w.sock"
+    run.kill()
+    run.wait()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_failing_job_fails_with_one_line_and_a_busy_worker_turns_a_job_away(
+    tmp_path, run_and_socket
+):
+    run, path = run_and_socket
+    job = job_in(tmp_path)
+    first = worker.connect_or_start(path, run, job, "cpu", "always")
+    worker._send(first, {"job": job.to_dict(), "client": os.getpid(), "startup": {}})
+    assert worker._receive(first) == {"state": "accepted"}
+    # While the first job is taken (the worker is still importing torch), another is not.
+    second = worker.connect_or_start(path, run, job, "cpu", "always")
+    assert worker.exchange(second, job, {}) == (None, "the worker was busy with another job")
+    answer = worker._receive(first)
+    first.close()
+    assert answer["state"] == "failed"
+    assert "no-such-settings.json" in answer["reason"] and "\n" not in answer["reason"]
+    assert "traceback in" in answer["reason"] and "Traceback" in Path(job.log).read_text()
+    assert worker.exit_status(answer) == 1
+    # The worker goes on: the next job is taken, and fails the same way.
+    answer, reason = worker.exchange(
+        worker.connect_or_start(path, run, job, "cpu", "always"), job, {}
+    )
+    assert reason is None and answer["state"] == "failed"
+
+
+def test_the_worker_ends_when_its_run_ends_or_its_job_s_process_goes(tmp_path, run_and_socket):
+    run, path = run_and_socket
+    job = job_in(tmp_path)
+    connection = worker.connect_or_start(path, run, job, "cpu", "always")
+    worker._send(connection, {"job": job.to_dict(), "client": os.getpid(), "startup": {}})
+    assert worker._receive(connection) == {"state": "accepted"}
+    pid = worker_pid(path)
+    # The job's process goes away before its job ran (Snakemake cancelled it): the worker
+    # ends rather than run it for nobody.
+    connection.close()
+    assert wait_until_gone(pid) and not path.exists()
+    # A new worker for the same run ends with the run.
+    answer, _ = worker.exchange(worker.connect_or_start(path, run, job, "cpu", "always"), job, {})
+    assert answer["state"] == "failed"
+    pid = worker_pid(path)
+    run.kill()
+    assert wait_until_gone(pid) and not path.exists()
+
+
+def worker_pid(path: Path) -> int:
+    """The pid of the worker listening on ``path``."""
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if str(path) in (process.info["cmdline"] or []):
+            return process.info["pid"]
+    raise AssertionError(f"no worker on {path}")
