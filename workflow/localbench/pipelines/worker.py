@@ -234,7 +234,7 @@ def exchange(
                 return None, "the worker was busy with another job"
             if (answer := _receive(connection)) is None:
                 return None, "the worker ended while it ran the job"
-        except OSError as error:
+        except (OSError, ValueError) as error:
             return None, f"the worker's socket failed: {error}"
     return answer, None
 
@@ -391,42 +391,53 @@ class Worker:
     def open_engine(self, settings: dict, manifest: dict, model_dir: Path, record: dict):
         """The stage's engine: the one loaded early for it, if it is this one (the record
         then holds that load's figures and says when it happened), else opened now."""
-        from localbench.engine.device import release_memory
         from localbench.pipelines.batch import open_engine
+
+        waiting = self.waiting
+        if waiting is not None and waiting["key"] == engine_key(settings, manifest, model_dir):
+            self.waiting = None
+            record.update(waiting["record"])
+            record["loaded_before_job"] = {
+                "loaded_at": waiting["loaded_at"],
+                "loaded_unix": waiting["loaded_unix"],
+                "why": "the stage worker loaded it after the previous stage's job",
+            }
+            return waiting["engine"]
+        self.drop_waiting()
+        return open_engine(settings, manifest, model_dir, record)
+
+    def drop_waiting(self) -> None:
+        """Close the engine loaded early, if any, and give its memory back."""
+        from localbench.engine.device import release_memory
 
         waiting, self.waiting = self.waiting, None
         if waiting is not None:
-            if waiting["key"] == engine_key(settings, manifest, model_dir):
-                record.update(waiting["record"])
-                record["loaded_before_job"] = {
-                    "loaded_at": waiting["loaded_at"],
-                    "loaded_unix": waiting["loaded_unix"],
-                    "why": "the stage worker loaded it after the previous stage's job",
-                }
-                return waiting["engine"]
             device = waiting["engine"].loaded.device
             waiting["engine"].close()
             del waiting
             release_memory(device)
-        return open_engine(settings, manifest, model_dir, record)
 
     def preload(self, job: BatchJob) -> None:
         """Load the model of the stage after ``job``'s, where it runs on an accelerator
         (any device with ``pipeline_worker: always``) and takes at most PRELOAD_SHARE of
-        the free memory. Never raises: a model not loaded early is opened by its job."""
+        the free memory; an engine loaded early for another stage is closed first. Never
+        raises: a model not loaded early is opened by its job."""
         from localbench import results
         from localbench.engine.device import available_memory_bytes, resolve_device
         from localbench.pipelines.batch import open_engine
 
         try:
             settings = next_stage(job.settings)
-            if settings is None:
-                return
-            device_type = job_device_type(settings["model"]["device"])
-            if self.mode != "always" and device_type not in ACCELERATORS:
+            device_type = settings and job_device_type(settings["model"]["device"])
+            if settings is None or (self.mode != "always" and device_type not in ACCELERATORS):
+                self.drop_waiting()
                 return
             model_dir = Path(job.manifest).parent.parent / settings["model"]["name"]
             manifest = read_json(model_dir / "manifest.json")
+            key = engine_key(settings, manifest, model_dir)
+            if self.waiting is not None and self.waiting["key"] == key:
+                return
+            self.drop_waiting()
             if manifest.get("status") != READY:
                 return
             checkpoint = sum(f.stat().st_size for f in model_dir.rglob("*.safetensors"))
@@ -437,7 +448,7 @@ class Worker:
             record: dict = {}
             engine = open_engine(settings, manifest, model_dir, record)
             self.waiting = {
-                "key": engine_key(settings, manifest, model_dir),
+                "key": key,
                 "engine": engine,
                 "record": record,
                 "loaded_at": results.now_utc(),
