@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -212,3 +213,48 @@ def worker_pid(path: Path) -> int:
         if str(path) in (process.info["cmdline"] or []):
             return process.info["pid"]
     raise AssertionError(f"no worker on {path}")
+
+
+def test_a_job_whose_run_ended_under_the_worker_fails_instead_of_running_alone(
+    tmp_path, run_and_socket, monkeypatch
+):
+    run, path = run_and_socket
+    log = tmp_path / "stage-worker.log"
+    monkeypatch.setenv(worker.WORKER_LOG_VARIABLE, str(log))
+    # The job's settings file is a pipe no one writes: the job waits in the worker.
+    job = job_in(tmp_path)
+    os.mkfifo(job.settings)
+    connection = worker.connect_or_start(path, run, job, "cpu", "always")
+    pid = worker_pid(path)
+    result = {}
+    waiting = threading.Thread(
+        target=lambda: result.update(answer=worker.exchange(connection, job, {}, run))
+    )
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while "job 1:" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the worker never began the job"
+        time.sleep(0.05)
+    run.kill()  # the run ends while the worker runs its job: the worker ends
+    waiting.join(60)
+    answer, reason = result["answer"]
+    assert reason is None and answer == {
+        "state": "failed",
+        "reason": "error: the Snakemake run of this job ended",
+    }
+    assert wait_until_gone(pid)
+
+
+def test_messages_sent_together_are_read_one_at_a_time():
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        # An answer can follow "accepted" at once (a job that fails at its first line).
+        theirs.sendall(b'{"state": "accepted"}\n{"state": "failed", "reason": "x"}\n{"a"')
+        assert worker._receive(ours) == {"state": "accepted"}
+        assert worker._receive(ours) == {"state": "failed", "reason": "x"}
+        theirs.sendall(b": 1}\n")
+        theirs.close()
+        assert worker._receive(ours) == {"a": 1}
+        assert worker._receive(ours) is None

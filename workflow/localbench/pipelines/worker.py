@@ -105,6 +105,15 @@ def run_process() -> psutil.Process | None:
         return None
 
 
+def alive(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs (the same process: psutil checks its start time; a
+    zombie, ended but not yet reaped by its parent, does not run)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def socket_folder() -> Path | None:
     """This user's folder for workers' sockets, made 0700; None if it cannot be made or
     another user could open it."""
@@ -189,14 +198,24 @@ def _send(connection: socket.socket, message: dict) -> None:
 
 
 def _receive(connection: socket.socket) -> dict | None:
-    """One message (a JSON line); None when the other side closed first."""
+    """One message (a JSON line), and nothing of the next one; None when the other side
+    closed first."""
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = connection.recv(65536)
+    while True:
+        # Look before taking: a second message may already follow the first.
+        chunk = connection.recv(65536, socket.MSG_PEEK)
         if not chunk:
             return None
-        data += chunk
-    return json.loads(data)
+        end = chunk.find(b"\n")
+        wanted = len(chunk) if end < 0 else end + 1
+        while wanted:
+            taken = connection.recv(wanted)
+            if not taken:
+                return None
+            data += taken
+            wanted -= len(taken)
+        if end >= 0:
+            return json.loads(data)
 
 
 def hand_over(
@@ -217,14 +236,28 @@ def hand_over(
         connection = connect_or_start(socket_path(folder, run.pid), run, job, device, mode)
     except (OSError, psutil.Error) as error:
         return None, f"the worker could not start: {error}"
-    return exchange(connection, job, startup)
+    return exchange(connection, job, startup, run)
+
+
+ENDED_WHILE_RUNNING = "the worker ended while it ran the job"
 
 
 def exchange(
-    connection: socket.socket, job: BatchJob, startup: dict
+    connection: socket.socket, job: BatchJob, startup: dict, run: psutil.Process | None = None
 ) -> tuple[dict | None, str | None]:
     """Send ``job`` to the worker at the other end of ``connection`` and wait for its
-    answer (see :func:`hand_over`); the connection is closed after."""
+    answer (see :func:`hand_over`); the connection is closed after. A worker that ended
+    while it ran the job leaves the job to its own process, unless ``run`` (the job's
+    Snakemake run) has ended too: then the job fails, as it would have with its run."""
+    answer, reason = _exchange(connection, job, startup)
+    if reason == ENDED_WHILE_RUNNING and run is not None and not alive(run):
+        return {"state": "failed", "reason": "error: the Snakemake run of this job ended"}, None
+    return answer, reason
+
+
+def _exchange(
+    connection: socket.socket, job: BatchJob, startup: dict
+) -> tuple[dict | None, str | None]:
     with connection:
         try:
             _send(connection, {"job": job.to_dict(), "client": os.getpid(), "startup": startup})
@@ -233,7 +266,7 @@ def exchange(
             if accepted["state"] == "busy":
                 return None, "the worker was busy with another job"
             if (answer := _receive(connection)) is None:
-                return None, "the worker ended while it ran the job"
+                return None, ENDED_WHILE_RUNNING
         except (OSError, ValueError) as error:
             return None, f"the worker's socket failed: {error}"
     return answer, None
@@ -359,14 +392,9 @@ class Worker:
 
     def watch_run(self) -> None:
         """Thread: end the worker when the run ends, or after IDLE_EXIT_S without a job."""
-        started = self.run.create_time()
         while True:
             time.sleep(POLL_S)
-            try:
-                gone = not self.run.is_running() or self.run.create_time() != started
-            except psutil.Error:
-                gone = True
-            if gone:
+            if not alive(self.run):
                 _say("the Snakemake run ended; ending")
                 _end(self.path)
             with self.lock:
