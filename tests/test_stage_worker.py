@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -258,3 +259,49 @@ def test_messages_sent_together_are_read_one_at_a_time():
         theirs.close()
         assert worker._receive(ours) == {"a": 1}
         assert worker._receive(ours) is None
+
+
+def test_a_model_loaded_early_is_taken_by_its_stage_and_let_go_by_any_other(tiny_qwen, tmp_path):
+    import gc
+    import weakref
+
+    from localbench.pipelines.batch import open_engine
+
+    model, manifest, folder = tiny_qwen
+    settings = {"model": model, "backend": "eager"}
+    loader = worker.Worker(tmp_path / "w.sock", psutil.Process(), "cpu", "always")
+
+    def load_early() -> weakref.ref:
+        record: dict = {}
+        engine = open_engine(settings, manifest, folder, record)
+        loader.waiting = {
+            "key": worker.engine_key(settings, manifest, folder),
+            "engine": engine,
+            "record": record,
+            "loaded_at": "then",
+            "loaded_unix": 1.0,
+        }
+        return weakref.ref(engine)
+
+    # Its own stage takes it, with the load's figures and when it happened.
+    early = load_early()
+    record: dict = {}
+    assert loader.open_engine(settings, manifest, folder, record) is early()
+    assert loader.waiting is None and record["load_s"] > 0
+    assert record["loaded_before_job"]["loaded_unix"] == 1.0
+    # A stage that opens it otherwise (another batch size) gets its own; the early one
+    # is let go, not held beside it.
+    early = load_early()
+    record = {}
+    other = loader.open_engine({**settings, "decode_batch": 2}, manifest, folder, record)
+    gc.collect()
+    assert early() is None and other is not None and "loaded_before_job" not in record
+    # After a job that took nothing (every file reused), the engine loaded for it is let
+    # go when the next stage is not one to load early.
+    early = load_early()
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps({"pipeline": "p", "stage": "last", "index": 3}))
+    loader.preload(replace(job_in(tmp_path), settings=str(settings_file)))
+    gc.collect()
+    assert loader.waiting is None and early() is None
+    loader.listener.close()
