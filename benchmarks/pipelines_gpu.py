@@ -51,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from localbench.logs import process_age_s  # noqa: E402 - needs the path above
+from localbench.logs import process_started_unix  # noqa: E402 - needs the path above
 
 T0 = time.monotonic()
 # Seconds kept for the summary and the archive after the last step.
@@ -311,12 +311,6 @@ class StageExits(threading.Thread):
         self.seen: dict[int, list[float]] = {}  # pid: [started unix, last seen unix]
         self.done = threading.Event()
 
-    @staticmethod
-    def _started_unix(pid: int) -> float | None:
-        # As the job's own record computes it (localbench.logs.startup_seconds).
-        age = process_age_s(pid)
-        return None if age is None else time.time() - age
-
     def run(self) -> None:
         while not self.done.wait(0.02):
             now = time.time()
@@ -333,7 +327,7 @@ class StageExits(threading.Thread):
                 except OSError:
                     continue
                 if b"run_pipeline_stage.py" in command and b"python" in command:
-                    started = self._started_unix(pid)
+                    started = process_started_unix(pid)  # as the job's record places it
                     if started is not None:
                         self.seen[pid] = [started, now]
 

@@ -53,6 +53,13 @@ def process_age_s(pid: int | str = "self") -> float | None:
         return None
 
 
+def process_started_unix(pid: int | str = "self") -> float | None:
+    """When process ``pid`` (default: this one) started, on the wall clock (Linux:
+    ``/proc``), else None: what places a job, or the stage worker, on a run's timeline."""
+    age = process_age_s(pid)
+    return None if age is None else round(time.time() - age, 3)
+
+
 def startup_seconds(script_started: float) -> dict[str, float | None]:
     """Where a job's time went before its work: ``before_script_s`` from the process's
     start to the script's first line (the interpreter and Snakemake's preamble), and
@@ -60,9 +67,8 @@ def startup_seconds(script_started: float) -> dict[str, float | None]:
     script's first line); ``process_started_unix``, the process's start on the wall
     clock, places the job on a run's timeline."""
     imports = time.perf_counter() - script_started
-    age = process_age_s()
-    before = None if age is None else max(0.0, round(age - imports, 3))
-    started = None if age is None else round(time.time() - age, 3)
+    started = process_started_unix()
+    before = None if started is None else max(0.0, round(time.time() - started - imports, 3))
     return {
         "before_script_s": before,
         "imports_s": round(imports, 3),

@@ -62,7 +62,7 @@ import psutil
 
 from localbench.atomic import read_json
 from localbench.engine.threads import ACCELERATORS, job_device_type, start_openmp_with
-from localbench.logs import process_age_s
+from localbench.logs import process_started_unix
 from localbench.pipelines.job import BatchJob
 from localbench.results import one_line
 from localbench.status import READY
@@ -359,8 +359,7 @@ class Worker:
         self.busy = False  # a job accepted and not yet answered
         self.preloading = False
         self.last_job_end = time.monotonic()
-        # As a job's own start is placed (localbench.logs.startup_seconds).
-        self.started_unix = round(time.time() - (process_age_s() or 0.0), 3)
+        self.started_unix = process_started_unix()
         self.imports_s: float | None = None
         self.count = 0
         self.waiting: dict | None = None  # the next stage's engine, loaded early
