@@ -18,6 +18,7 @@ from localbench.engine import threads as lbthreads
 from localbench.report.locate import RESULTS_ROOT, run_profile
 from localbench.report import peers as lbpeers
 from localbench.locks import clear_stale_locks
+from localbench.scheduler_timers import cancel_scheduler_timers
 from localbench.pipelines import plan as lbplan
 from localbench.pipelines.plan import check_pipelines
 from localbench.pipelines import worker as lbworker
@@ -254,3 +255,13 @@ def pipeline_stages(wildcards):
         {"name": s["name"], "model": s["model"]}
         for s in PIPELINE_PLANS[wildcards.pipeline].stages
     ]
+
+
+# Once the scheduler has returned, the process would still wait for its last wake-up
+# timer, up to a second (localbench.scheduler_timers): the run ends when its jobs do.
+onsuccess:
+    cancel_scheduler_timers()
+
+
+onerror:
+    cancel_scheduler_timers()

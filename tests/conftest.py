@@ -19,12 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run snakemake on this repository's Snakefile with ``workdir`` as working folder."""
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """Run snakemake on this repository's Snakefile with ``workdir`` as working folder
+    (killed, and the test failed, after ``timeout`` seconds)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf-home")}
     env.pop("HF_TOKEN", None)
     command = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if check and completed.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed ({completed.returncode}):\n"

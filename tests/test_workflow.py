@@ -350,6 +350,17 @@ def test_a_bad_display_name_stops_the_run_with_one_clear_line(workdir):
     assert not (workdir / "results").exists()
 
 
+def test_a_run_ends_when_its_last_job_does(workdir):
+    # Snakemake's scheduler leaves a timer behind that would hold the process for the
+    # whole --max-jobs-per-timespan timespan after the run (localbench.scheduler_timers):
+    # an hour here, far past the limit given to this run of one short job.
+    snakemake(
+        workdir, "--cores", "1", *TINY, "--max-jobs-per-timespan", "100/3600s",
+        "results/test-machine/hardware.json", timeout=300,
+    )  # fmt: skip
+    assert (workdir / "results" / "test-machine" / "hardware.json").is_file()
+
+
 def test_workflow_passes_snakemake_lint(workdir):
     completed = snakemake(workdir, "--lint", check=False)
     assert completed.returncode == 0, completed.stdout + completed.stderr
