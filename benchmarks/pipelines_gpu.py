@@ -268,7 +268,19 @@ def timeline(
         segments.append({"what": job["stage"], **job})
         at = job["to"]
     segments.append({"what": "report, summary line, exit", "from": at, "to": wall_s})
-    return segments
+    return worker_segments(pattern, started_unix) + segments
+
+
+def worker_segments(pattern: str, started_unix: float) -> list[dict]:
+    """The stage worker's start, beside the jobs: from its process's start to the end of
+    its imports, and who started it (Snakemake while it planned, or the first job)."""
+    for path in glob.glob(pattern):
+        worker = json.loads(Path(path).read_text()).get("worker") or {}
+        if worker.get("process_started_unix") and worker.get("imports_s") is not None:
+            begin = worker["process_started_unix"] - started_unix
+            return [{"what": f"stage worker start, by {worker.get('started_by', 'a job')}",
+                     "from": begin, "to": begin + worker["imports_s"], "beside": True}]  # fmt: skip
+    return []
 
 
 def timeline_text(name: str, segments: list[dict]) -> list[str]:

@@ -71,6 +71,19 @@ if workflow.is_main_process:
     os.environ[lbworker.WORKER_LOG_VARIABLE] = os.path.abspath(
         f"{RESULTS}/logs/pipelines/stage-worker.log"
     )
+    # A run whose command line names a pipeline starts the worker now: its imports
+    # overlap the rest of Snakemake's start.
+    if not workflow.output_settings.dryrun:
+        lbworker.start_while_planning(
+            sys.argv[1:],
+            {
+                name: f"{RESULTS}/pipelines/{name}"
+                for name in config.get("pipelines") or {}
+            },
+            lbconfig.resolve_threads(config["threads"]),
+            config["device"],
+            config["pipeline_worker"],
+        )
 else:
     os.environ.pop(lbworker.RUN_PID_VARIABLE, None)
 # Tiny checkpoints live apart from full ones; model names start with a letter or digit,

@@ -95,6 +95,8 @@ def test_one_worker_ran_every_stage_job_and_loaded_the_next_model_early(two_runs
     assert all(r["load_s"] > 0 for r in records)
     first = next(r for r in records if r["worker"]["job"] == 1)
     assert "loaded_before_job" not in first
+    # The command line named the pipelines: Snakemake started the worker as it planned.
+    assert {w["started_by"] for w in workers} == {worker.STARTED_WHILE_PLANNING}
     # The jobs in their own processes say nothing of a worker.
     assert all("worker" not in r for r in batch_records(two_runs["never"]))
 
@@ -123,6 +125,28 @@ def test_the_setting_is_checked_and_auto_means_accelerators():
     assert not worker.wanted("auto", "cpu")
     with pytest.raises(ValueError, match="pipeline_worker"):
         worker.wanted("on", "cpu")
+
+
+def test_the_worker_starts_while_snakemake_plans_where_the_command_line_names_a_pipeline():
+    roots = {
+        "voice-notes": "results/m/pipelines/voice-notes",
+        "photo-stories": "results/m/pipelines/photo-stories",
+    }
+    assert worker.named_pipelines(["--cores", "1", "voice-notes"], roots) == ["voice-notes"]
+    assert worker.named_pipelines(["pipelines", "--cores", "1"], roots) == list(roots)
+    report = "results/m/pipelines/photo-stories/REPORT.md"
+    assert worker.named_pipelines(["--cores", "1", report], roots) == ["photo-stories"]
+    # The benchmark's report, a look-alike folder, a config value: no pipeline.
+    for arguments in (
+        ["report"],
+        ["results/m/pipelines/voice-notes-old/x"],
+        ["--config", "pipelines=x"],
+    ):
+        assert worker.named_pipelines(arguments, roots) == []
+    # Nothing is started for a run that names none, or where its jobs would not ask.
+    assert worker.start_while_planning(["report"], roots, 1, "cpu", "always") is None
+    assert worker.start_while_planning(["voice-notes"], roots, 1, "cpu", "auto") is None
+    assert worker.start_while_planning(["voice-notes"], roots, 1, "cuda", "never") is None
 
 
 def test_a_job_not_started_by_a_local_run_runs_in_its_own_process(tmp_path, monkeypatch):
@@ -170,11 +194,11 @@ def test_a_failing_job_fails_with_one_line_and_a_busy_worker_turns_a_job_away(
 ):
     run, path = run_and_socket
     job = job_in(tmp_path)
-    first = worker.connect_or_start(path, run, job, "cpu", "always")
+    first = worker.connect_or_start(path, run, job.threads, "cpu", "always")
     worker._send(first, {"job": job.to_dict(), "client": os.getpid(), "startup": {}})
     assert worker._receive(first) == {"state": "accepted"}
     # While the first job is taken (the worker is still importing torch), another is not.
-    second = worker.connect_or_start(path, run, job, "cpu", "always")
+    second = worker.connect_or_start(path, run, job.threads, "cpu", "always")
     assert worker.exchange(second, job, {}) == (None, "the worker was busy with another job")
     answer = worker._receive(first)
     first.close()
@@ -184,7 +208,7 @@ def test_a_failing_job_fails_with_one_line_and_a_busy_worker_turns_a_job_away(
     assert worker.exit_status(answer) == 1
     # The worker goes on: the next job is taken, and fails the same way.
     answer, reason = worker.exchange(
-        worker.connect_or_start(path, run, job, "cpu", "always"), job, {}
+        worker.connect_or_start(path, run, job.threads, "cpu", "always"), job, {}
     )
     assert reason is None and answer["state"] == "failed"
 
@@ -192,7 +216,7 @@ def test_a_failing_job_fails_with_one_line_and_a_busy_worker_turns_a_job_away(
 def test_the_worker_ends_when_its_run_ends_or_its_job_s_process_goes(tmp_path, run_and_socket):
     run, path = run_and_socket
     job = job_in(tmp_path)
-    connection = worker.connect_or_start(path, run, job, "cpu", "always")
+    connection = worker.connect_or_start(path, run, job.threads, "cpu", "always")
     worker._send(connection, {"job": job.to_dict(), "client": os.getpid(), "startup": {}})
     assert worker._receive(connection) == {"state": "accepted"}
     pid = worker_pid(path)
@@ -201,7 +225,9 @@ def test_the_worker_ends_when_its_run_ends_or_its_job_s_process_goes(tmp_path, r
     connection.close()
     assert wait_until_gone(pid) and not path.exists()
     # A new worker for the same run ends with the run.
-    answer, _ = worker.exchange(worker.connect_or_start(path, run, job, "cpu", "always"), job, {})
+    answer, _ = worker.exchange(
+        worker.connect_or_start(path, run, job.threads, "cpu", "always"), job, {}
+    )
     assert answer["state"] == "failed"
     pid = worker_pid(path)
     run.kill()
@@ -225,7 +251,7 @@ def test_a_job_whose_run_ended_under_the_worker_fails_instead_of_running_alone(
     # The job's settings file is a pipe no one writes: the job waits in the worker.
     job = job_in(tmp_path)
     os.mkfifo(job.settings)
-    connection = worker.connect_or_start(path, run, job, "cpu", "always")
+    connection = worker.connect_or_start(path, run, job.threads, "cpu", "always")
     pid = worker_pid(path)
     result = {}
     waiting = threading.Thread(

@@ -9,6 +9,9 @@ paid that twice; transformers' own ``pipeline()`` in one script pays it once.
 
 How a job gets run:
 
+- Where the command line names a pipeline, Snakemake's own process starts the worker
+  while it reads the workflow and plans the run (:func:`start_while_planning`), so that
+  its imports overlap Snakemake's start instead of following it.
 - A stage job (``workflow/scripts/run_pipeline_stage.py``) asks for the worker before it
   imports torch (:func:`hand_over`): it connects to the run's socket, starting the worker
   if there is none, sends its :class:`~localbench.pipelines.job.BatchJob` and waits. The
@@ -143,10 +146,10 @@ def _connect(path: Path) -> socket.socket:
     return connection
 
 
-def _start(path: Path, run: psutil.Process, job: BatchJob, device: str, mode: str):
+def _start(path: Path, run: psutil.Process, threads: int, device: str, mode: str, by: str):
     """Start the worker of ``run`` on ``path``, its output appended to the run's worker
     log; in a session of its own, so that cancelling the job that started it does not end
-    it (its lifetime is the run's)."""
+    it (its lifetime is the run's). ``by``: who started it, for its records."""
     log = os.environ.get(WORKER_LOG_VARIABLE) or os.devnull
     if log != os.devnull:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +157,7 @@ def _start(path: Path, run: psutil.Process, job: BatchJob, device: str, mode: st
     command = [
         sys.executable, "-m", "localbench.pipelines.worker", "--socket", str(path),
         "--run-pid", str(run.pid), "--run-started", repr(run.create_time()),
-        "--threads", str(job.threads), "--device", device, "--mode", mode,
+        "--threads", str(threads), "--device", device, "--mode", mode, "--started-by", by,
     ]  # fmt: skip
     with open(log, "a", encoding="utf-8") as output:
         return subprocess.Popen(
@@ -167,8 +170,15 @@ def _start(path: Path, run: psutil.Process, job: BatchJob, device: str, mode: st
         )
 
 
-def connect_or_start(path: Path, run: psutil.Process, job: BatchJob, device: str, mode: str):
-    """A connection to the worker on ``path``, started for ``run`` if none answers."""
+STARTED_BY_JOB = "the first stage job"
+STARTED_WHILE_PLANNING = "Snakemake, while it planned the run"
+
+
+def connect_or_start(
+    path: Path, run: psutil.Process, threads: int, device: str, mode: str, by: str = STARTED_BY_JOB
+):
+    """A connection to the worker on ``path``, started for ``run`` (with ``threads``
+    torch threads, ``device`` and config ``pipeline_worker`` ``mode``) if none answers."""
     with contextlib.suppress(OSError):
         return _connect(path)
     # One job starts the worker; a job that waited for the lock finds it started.
@@ -180,7 +190,7 @@ def connect_or_start(path: Path, run: psutil.Process, job: BatchJob, device: str
             return _connect(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # the socket of a worker that ended
-        process = _start(path, run, job, device, mode)
+        process = _start(path, run, threads, device, mode, by)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
@@ -233,10 +243,55 @@ def hand_over(
     if folder is None:
         return None, "no private folder for its socket"
     try:
-        connection = connect_or_start(socket_path(folder, run.pid), run, job, device, mode)
+        connection = connect_or_start(socket_path(folder, run.pid), run, job.threads, device, mode)
     except (OSError, psutil.Error) as error:
         return None, f"the worker could not start: {error}"
     return exchange(connection, job, startup, run)
+
+
+# The targets that run every pipeline; a pipeline's own target is its name.
+ALL_PIPELINES_TARGET = "pipelines"
+
+
+def named_pipelines(arguments: list[str], pipelines: dict[str, str]) -> list[str]:
+    """The pipelines (``pipelines``: name -> results folder) whose target or files
+    Snakemake's command line ``arguments`` name: ``pipelines`` (all), a pipeline's name,
+    or a path in a pipeline's results folder."""
+    if ALL_PIPELINES_TARGET in arguments:
+        return list(pipelines)
+    return [
+        name
+        for name, root in pipelines.items()
+        if name in arguments or any(a == root or a.startswith(f"{root}/") for a in arguments)
+    ]
+
+
+def start_while_planning(
+    arguments: list[str], pipelines: dict[str, str], threads: int, device: str, mode: str
+) -> threading.Thread | None:
+    """In Snakemake's main process, as it reads the workflow: start the run's worker
+    where the command line names a pipeline (:func:`named_pipelines`) whose jobs would
+    ask for it (:func:`wanted`), in a thread, so that Snakemake goes on planning while
+    the worker imports torch. Returns the thread, or None where nothing was started.
+
+    A worker started for a run that has no stage job to do (its files are up to date)
+    imports for nothing and ends with the run; a stage job of a run not named here starts
+    the worker itself, as before."""
+    if not named_pipelines(arguments, pipelines) or not wanted(mode, device):
+        return None
+    folder = socket_folder()
+    if folder is None:
+        return None
+    run = psutil.Process()
+
+    def start() -> None:
+        with contextlib.suppress(OSError, psutil.Error):
+            path = socket_path(folder, run.pid)
+            connect_or_start(path, run, threads, device, mode, STARTED_WHILE_PLANNING).close()
+
+    thread = threading.Thread(target=start, name="localbench-stage-worker-start", daemon=True)
+    thread.start()
+    return thread
 
 
 ENDED_WHILE_RUNNING = "the worker ended while it ran the job"
@@ -342,8 +397,11 @@ class Worker:
     the worker is busy), runs them in the main thread, and loads the next stage's model
     after each."""
 
-    def __init__(self, path: Path, run: psutil.Process, device: str, mode: str) -> None:
+    def __init__(
+        self, path: Path, run: psutil.Process, device: str, mode: str, by: str = STARTED_BY_JOB
+    ) -> None:
         self.path = path
+        self.started_by = by
         self.run = run
         self.device = device
         self.mode = mode
@@ -501,6 +559,7 @@ class Worker:
             "pid": os.getpid(),
             "job": self.count,
             "process_started_unix": self.started_unix,
+            "started_by": self.started_by,
             "imports_s": self.imports_s,
             "received_unix": round(request["received_unix"], 3),
             "began_unix": round(time.time(), 3),
@@ -538,6 +597,8 @@ class Worker:
         import localbench.pipelines.batch  # noqa: F401 - torch, transformers, the engine
 
         self.imports_s = round(time.perf_counter() - began, 3)
+        with self.lock:  # idle from now: importing is not idling
+            self.last_job_end = time.monotonic()
         _say(f"ready (imports {self.imports_s:.2f} s)")
         while True:
             connection, request = self.jobs.get()
@@ -553,6 +614,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", required=True, type=int)
     parser.add_argument("--device", required=True)
     parser.add_argument("--mode", choices=MODES, default="auto")
+    parser.add_argument("--started-by", default=STARTED_BY_JOB)
     args = parser.parse_args(argv)
     try:
         run = psutil.Process(args.run_pid)
@@ -561,8 +623,8 @@ def main(argv: list[str] | None = None) -> None:
     except psutil.Error:
         _say(f"run {args.run_pid} is not running; not starting")
         sys.exit(1)
-    worker = Worker(args.socket, run, args.device, args.mode)
-    _say(f"started for run {run.pid} on {args.socket}")
+    worker = Worker(args.socket, run, args.device, args.mode, args.started_by)
+    _say(f"started for run {run.pid} on {args.socket} by {args.started_by}")
     try:
         worker.serve(args.threads)
     except BaseException as error:  # noqa: BLE001 - the socket goes with the worker
