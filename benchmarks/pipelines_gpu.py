@@ -14,7 +14,9 @@ In order, each step logged to <work>/logs/<step>.log:
    ``python -m snakemake --cores 1 <pipeline> --config <same config>`` end to end, then
    the peer (benchmarks/pipeline_peers.py) over the same files and checkpoints; with
    ``--before <git archive .tgz>``, the same command first in that earlier tree (its own
-   results folder, this tree's models and inputs linked);
+   results folder, this tree's models and inputs linked); with ``--cold-bytecode``, ours
+   twice: first with localbench's bytecode cache deleted (``bytecode_cache``, the first
+   run on a machine), then again, results deleted, as timed above;
 5. prints a table (seconds end to end, per stage load and inference seconds and files/s,
    output tokens of both), with ``--before`` how many output files the two trees share
    byte for byte, and the timeline of our run of each pipeline (Snakemake's start, each
@@ -51,6 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "workflow"))
 
+from localbench.engine.caches import BYTECODE_FOLDER, cache_home  # noqa: E402 - as below
 from localbench.logs import process_started_unix  # noqa: E402 - needs the path above
 
 T0 = time.monotonic()
@@ -377,7 +380,12 @@ def unpack_before(args) -> Path:
 
 
 def summarise(
-    runner: Runner, args, ours_steps: dict, before_tree: Path | None, before_wall: dict
+    runner: Runner,
+    args,
+    ours_steps: dict,
+    before_tree: Path | None,
+    before_wall: dict,
+    cold_wall: dict | None = None,
 ) -> dict:
     counts = count_ours(runner, args)
     summary = {
@@ -390,6 +398,8 @@ def summarise(
     for name in args.pipelines:
         step = ours_steps.get(name) or {}
         ours = {"wall_s": step.get("seconds") if step.get("status") == "done" else None}
+        if cold_wall and name in cold_wall:
+            ours["cold_bytecode_wall_s"] = cold_wall[name]
         pattern = str(ROOT / f"results/*/pipelines/{name}/batches/*/*.json")
         ours["stages"] = our_records(pattern)
         ours["timeline"] = timeline(
@@ -457,6 +467,13 @@ def table(summary: dict) -> str:
             f"{name}: ours {_seconds(ours_s)} end to end (the snakemake command), peer "
             f"{_seconds(peer_s)} (process start to exit); peer s / ours s = {ratio}"
         )
+        if "cold_bytecode_wall_s" in ours:
+            cold_s = ours["cold_bytecode_wall_s"]
+            ratio = f"{peer_s / cold_s:.2f}" if cold_s and peer_s else "-"
+            totals.append(
+                f"{name}: ours with the bytecode cache deleted first {_seconds(cold_s)}; "
+                f"peer s / that = {ratio}"
+            )
         if "before" in sides:
             same = ", ".join(
                 f"{stage} {c['same']} of {c['files']}"
@@ -505,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT") or "/tmp/pipelines-gpu-out")
     )
+    parser.add_argument(
+        "--cold-bytecode",
+        action="store_true",
+        help="run ours once more first, localbench's bytecode cache deleted before it",
+    )
     parser.add_argument("--site", default="/tmp/site")
     parser.add_argument("--no-install", action="store_true", help="use the packages at hand")
     parser.add_argument("--python", default=sys.executable)
@@ -549,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ours_steps: dict[str, dict] = {}
     before_wall: dict[str, float | None] = {}
+    cold_wall: dict[str, float | None] = {}
     before_tree = unpack_before(args) if args.before else None
     if files["status"] == "done" and models["status"] == "done":
         for path in glob.glob(str(ROOT / "results" / "*" / "pipelines")):
@@ -562,6 +585,16 @@ def main(argv: list[str] | None = None) -> int:
                     cwd=before_tree,
                 )
                 before_wall[name] = before.get("seconds") if before["status"] == "done" else None
+            if args.cold_bytecode:
+                shutil.rmtree(cache_home() / BYTECODE_FOLDER, ignore_errors=True)
+                cold = runner.run(
+                    f"ours-cold-bytecode-{name}",
+                    [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
+                    need_s=MIN_OURS_S,
+                )
+                cold_wall[name] = cold.get("seconds") if cold["status"] == "done" else None
+                for path in glob.glob(str(ROOT / "results" / "*" / "pipelines" / name)):
+                    shutil.rmtree(path)
             watcher = StageExits()
             watcher.start()
             ours_steps[name] = runner.run(
@@ -590,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 need_s=MIN_PEER_S,
             )
-    summary = summarise(runner, args, ours_steps, before_tree, before_wall)
+    summary = summarise(runner, args, ours_steps, before_tree, before_wall, cold_wall)
     text = table(summary)
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (args.work / "summary.txt").write_text(text + "\n")

@@ -15,6 +15,7 @@ from localbench.config_files import check_config_file
 from localbench.engine.device_choice import DeviceUnavailable
 from localbench.measure.hardware_cache import detected as detected_hardware
 from localbench.engine import threads as lbthreads
+from localbench.engine import caches as lbcaches
 from localbench.report.locate import RESULTS_ROOT, run_profile
 from localbench.report import peers as lbpeers
 from localbench.locks import clear_stale_locks
@@ -62,6 +63,9 @@ except DeviceUnavailable as error:
 # (localbench.engine.threads); a job on a cluster node parses this file there.
 os.environ[lbthreads.DEVICE_TYPE_VARIABLE] = DEVICE_TYPE
 RESULTS = f"{RESULTS_ROOT}/{PROFILE}"
+# Jobs and the stage worker keep the bytecode of their imports where torch came without
+# its own (localbench.engine.caches, config `bytecode_cache`): set before any starts.
+lbcaches.use_bytecode_cache(config["bytecode_cache"])
 # Pipeline stage jobs of this process hand themselves to one stage worker, which starts
 # torch and the device once for the run (localbench.pipelines.worker, config
 # `pipeline_worker`). A job on a cluster node parses this file in a Snakemake of its

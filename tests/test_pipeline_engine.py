@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from conftest import ROOT, TINY, snakemake
 from localbench.config import model_settings
-from localbench.engine.caches import use_lasting_compile_caches
+from localbench.engine.caches import (
+    has_own_bytecode,
+    use_bytecode_cache,
+    use_lasting_compile_caches,
+)
 from localbench.engine.generation import GREEDY, LENGTH_CLASH_LOGGER, quiet_length_clash
 from localbench.engine.loading import load_model
 from localbench.fetch.synthetic import build_synthetic_checkpoint
@@ -73,6 +81,34 @@ def test_compile_caches_go_under_the_users_cache_unless_set(monkeypatch, tmp_pat
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     caches = use_lasting_compile_caches()
     assert caches["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "home/.cache/localbench/inductor")
+
+
+def test_bytecode_goes_to_the_cache_where_python_was_told_to_write_none(monkeypatch, tmp_path):
+    # A package installed without bytecode, in an environment that says write none.
+    package = tmp_path / "site" / "nobytecode"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("VALUE = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert not has_own_bytecode("nobytecode")
+    environ = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(tmp_path / "site")}
+    assert use_bytecode_cache("never", environ) is None and "PYTHONPYCACHEPREFIX" not in environ
+    folder = use_bytecode_cache("always", environ)
+    assert folder == str(tmp_path / "xdg" / "localbench" / "pycache")
+    assert "PYTHONDONTWRITEBYTECODE" not in environ
+    subprocess.run([sys.executable, "-c", "import nobytecode"], env=environ, check=True)
+    cached = list(Path(folder).rglob("nobytecode/__init__.*.pyc"))  # under its path
+    assert len(cached) == 1 and str(package).lstrip("/") in str(cached[0])
+    assert not (package / "__pycache__").exists()  # nothing beside the sources
+    # Bytecode beside the sources, or a prefix the user chose: left as it is.
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "__init__.cpython-312.pyc").write_bytes(b"")
+    assert has_own_bytecode("nobytecode")
+    mine = {"PYTHONPYCACHEPREFIX": "/elsewhere", "PYTHONDONTWRITEBYTECODE": "1"}
+    assert use_bytecode_cache("always", mine) is None
+    assert mine == {"PYTHONPYCACHEPREFIX": "/elsewhere", "PYTHONDONTWRITEBYTECODE": "1"}
+    with pytest.raises(ValueError, match="bytecode_cache"):
+        use_bytecode_cache("sometimes", {})
 
 
 def test_a_token_budget_beside_the_models_max_length_warns_no_more(caplog, tmp_path):

@@ -8,10 +8,19 @@ a tmp cleaner empties, so both caches go under ``~/.cache/localbench/``
 (``$XDG_CACHE_HOME`` respected), unless the user set their own. Both are read when torch
 first compiles, so setting them before that, at the top of a job, is enough; this module
 imports nothing heavy.
+
+Python's own bytecode is the third cache (:func:`use_bytecode_cache`, config
+``bytecode_cache``). An install made without bytecode (``pip install --no-compile``, an
+image stripped of ``__pycache__``) in an environment that sets ``PYTHONDONTWRITEBYTECODE``
+compiles torch's and transformers' sources again in every process that imports them. On
+the H200 machine, whose torch has no bytecode and whose environment sets the variable,
+a pipeline stage's imports took 10.4-12.2 s; with the bytecode cached, 3.4-4.6 s
+(docs/benchmarks/2026-12-04-cuda-h200-pipelines-bytecode.md).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -34,3 +43,41 @@ def use_lasting_compile_caches() -> dict[str, str]:
         if not os.environ.get(variable):
             os.environ[variable] = str(cache_home() / folder)
     return {variable: os.environ[variable] for variable in COMPILE_CACHES}
+
+
+BYTECODE_CACHE_MODES = ("auto", "always", "never")
+BYTECODE_FOLDER = "pycache"
+
+
+def has_own_bytecode(package: str = "torch") -> bool:
+    """Whether ``package`` (found, not imported) has bytecode beside its sources, where
+    Python looks when no ``PYTHONPYCACHEPREFIX`` is set; True where it cannot be found."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return True
+    folder = Path(spec.origin).parent / "__pycache__"
+    return folder.is_dir() and any(folder.glob("__init__.*.pyc"))
+
+
+def use_bytecode_cache(mode: str, environ: dict | None = None) -> str | None:
+    """For the processes started from here on (the jobs and the stage worker): keep the
+    bytecode of what they import under :func:`cache_home` (``PYTHONPYCACHEPREFIX``), and
+    let them write it there, ``PYTHONDONTWRITEBYTECODE`` notwithstanding (it keeps
+    bytecode out of the installed packages' folders, and nothing is written there).
+
+    ``mode`` (config ``bytecode_cache``): ``auto`` where torch has no bytecode of its own
+    (:func:`has_own_bytecode`; where it has, a cache elsewhere would only be read
+    instead of it), ``always``, ``never`` (nothing is written, as Python was told).
+    A ``PYTHONPYCACHEPREFIX`` the user set is kept as it is. Returns the cache's folder,
+    or None where none is used."""
+    if mode not in BYTECODE_CACHE_MODES:
+        allowed = ", ".join(BYTECODE_CACHE_MODES)
+        raise ValueError(f"bytecode_cache: expected one of {allowed}, got {mode!r}")
+    environ = os.environ if environ is None else environ
+    if mode == "never" or environ.get("PYTHONPYCACHEPREFIX"):
+        return None
+    if mode == "auto" and has_own_bytecode():
+        return None
+    environ["PYTHONPYCACHEPREFIX"] = str(cache_home() / BYTECODE_FOLDER)
+    environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    return environ["PYTHONPYCACHEPREFIX"]
