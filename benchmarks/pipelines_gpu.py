@@ -27,8 +27,9 @@ In order, each step logged to <work>/logs/<step>.log:
 The whole run keeps to --deadline seconds (570: a device call's 10 minutes less the
 start); a step that would start too late is skipped, one that runs over is stopped
 (SIGTERM to its process group, then SIGKILL) and the summary says so. Only the standard
-library is imported here, and localbench.logs, which needs nothing else; CPU smoke test,
-from a clone with the venv:
+library is imported here, and the library's light modules (localbench.logs, the cache
+folders, the pipeline's folder names), which import neither torch nor transformers; CPU
+smoke test, from a clone with the venv:
 
     python benchmarks/pipelines_gpu.py --no-install --count 4 --peer-device cpu \
         --config size=tiny weights=synthetic device=cpu --work /tmp/pipelines-gpu
@@ -302,10 +303,12 @@ def timeline_text(name: str, segments: list[dict]) -> list[str]:
 def compare_outputs(before_root: Path, ours_root: Path) -> dict:
     """Per stage folder, how many output files the two trees share and how many of them
     are byte for byte the same."""
+    from localbench.pipelines.plan import RESERVED_STAGE_NAMES  # the pipeline's own folders
+
     counts: dict[str, dict] = {}
     for ours in sorted(ours_root.glob("*/*")):
         stage = ours.parent.name
-        if stage in ("batches", "settings", "reuse") or not ours.is_file():
+        if stage in RESERVED_STAGE_NAMES or not ours.is_file():
             continue
         before = before_root / stage / ours.name
         entry = counts.setdefault(stage, {"files": 0, "same": 0})

@@ -21,6 +21,7 @@ from conftest import ROOT, TINY, snakemake
 from localbench.config import ConfigError, check_config
 from localbench.pipelines import worker
 from localbench.pipelines.job import BatchJob
+from localbench.pipelines.plan import RESERVED_STAGE_NAMES
 from test_pipelines import make_inputs, out
 
 PIPELINES = ("voice-notes", "photo-stories")
@@ -40,7 +41,7 @@ def outputs(workdir: Path) -> dict[str, bytes]:
     for pipeline in PIPELINES:
         root = out(workdir, pipeline)
         for path in root.glob("*/*"):
-            if path.parent.name not in ("batches", "settings", "reuse") and path.is_file():
+            if path.parent.name not in RESERVED_STAGE_NAMES and path.is_file():
                 found[str(path.relative_to(root))] = path.read_bytes()
     return found
 
