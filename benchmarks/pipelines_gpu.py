@@ -16,7 +16,9 @@ In order, each step logged to <work>/logs/<step>.log:
    ``--before <git archive .tgz>``, the same command first in that earlier tree (its own
    results folder, this tree's models and inputs linked); with ``--cold-bytecode``, ours
    twice: first with localbench's bytecode cache deleted (``bytecode_cache``, the first
-   run on a machine), then again, results deleted, as timed above;
+   run on a machine), then again, results deleted, as timed above; with
+   ``--peer-bytecode``, the peer once more, given the bytecode cache ours made
+   (``PYTHONPYCACHEPREFIX``), to show what that cache is worth to it;
 5. prints a table (seconds end to end, per stage load and inference seconds and files/s,
    output tokens of both), with ``--before`` how many output files the two trees share
    byte for byte, and the timeline of our run of each pipeline (Snakemake's start, each
@@ -96,6 +98,7 @@ class Runner:
         need_s: float = 0,
         stdout: Path | None = None,
         cwd: Path = ROOT,
+        env: dict | None = None,
     ):
         """Run ``command`` in ``cwd`` (the repository), output to logs/<name>.log (standard
         output to ``stdout`` if given), stopped at the deadline; the step's record (seconds,
@@ -115,7 +118,7 @@ class Runner:
             process = subprocess.Popen(
                 command,
                 cwd=cwd,
-                env=self.env,
+                env=env or self.env,
                 stdout=out if stdout else sink,
                 stderr=sink,
                 start_new_session=True,  # its own group: stopped whole at the deadline
@@ -369,6 +372,18 @@ def count_ours(runner: Runner, args) -> dict:
     return json.loads(out.read_text())
 
 
+def run_peer(runner: Runner, args, name: str, tag: str, env: dict | None = None) -> dict:
+    """The peer over pipeline ``name``'s files: its JSON to <work>/<tag>-<name>.json, its
+    outputs under <work>/<tag>-outputs."""
+    command = [
+        args.python, "benchmarks/pipeline_peers.py", "--pipelines", name,
+        "--config", *args.config, "--device", args.peer_device,
+        "--batch-size", str(args.batch_size), "--out", str(args.work / f"{tag}-{name}.json"),
+        "--outputs", str(args.work / f"{tag}-outputs"),
+    ]  # fmt: skip
+    return runner.run(f"{tag}-{name}", command, need_s=MIN_PEER_S, env=env)
+
+
 def unpack_before(args) -> Path:
     """The tree of ``--before`` (a ``git archive`` .tgz), beside this one, with this
     tree's model checkpoints and input files linked in."""
@@ -412,6 +427,11 @@ def summarise(
             record["output"] = counts.get(name, {}).get(stage)
         peer_path = args.work / f"peer-{name}.json"
         peer = json.loads(peer_path.read_text()) if peer_path.exists() else None
+        cached_path = args.work / f"peer-bytecode-{name}.json"
+        if peer and cached_path.exists():
+            peer["bytecode_cache_end_to_end_s"] = json.loads(cached_path.read_text())[
+                "end_to_end_s"
+            ]
         summary["pipelines"][name] = {"ours": ours, "peer": peer}
         if before_tree:
             pattern = str(before_tree / f"results/*/pipelines/{name}/batches/*/*.json")
@@ -470,6 +490,13 @@ def table(summary: dict) -> str:
             f"{name}: ours {_seconds(ours_s)} end to end (the snakemake command), peer "
             f"{_seconds(peer_s)} (process start to exit); peer s / ours s = {ratio}"
         )
+        cached_s = (peer or {}).get("bytecode_cache_end_to_end_s")
+        if cached_s:
+            ratio = f"{cached_s / ours_s:.2f}" if ours_s else "-"
+            totals.append(
+                f"{name}: peer given our bytecode cache {_seconds(cached_s)}; "
+                f"that / ours s = {ratio}"
+            )
         if "cold_bytecode_wall_s" in ours:
             cold_s = ours["cold_bytecode_wall_s"]
             ratio = f"{peer_s / cold_s:.2f}" if cold_s and peer_s else "-"
@@ -529,6 +556,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cold-bytecode",
         action="store_true",
         help="run ours once more first, localbench's bytecode cache deleted before it",
+    )
+    parser.add_argument(
+        "--peer-bytecode",
+        action="store_true",
+        help="run the peer once more, given the bytecode cache ours made",
     )
     parser.add_argument("--site", default="/tmp/site")
     parser.add_argument("--no-install", action="store_true", help="use the packages at hand")
@@ -606,26 +638,11 @@ def main(argv: list[str] | None = None) -> int:
                 need_s=MIN_OURS_S,
             )
             ours_steps[name]["stage_processes"] = watcher.stop()
-            runner.run(
-                f"peer-{name}",
-                [
-                    py,
-                    "benchmarks/pipeline_peers.py",
-                    "--pipelines",
-                    name,
-                    "--config",
-                    *args.config,
-                    "--device",
-                    args.peer_device,
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--out",
-                    str(args.work / f"peer-{name}.json"),
-                    "--outputs",
-                    str(args.work / "peer-outputs"),
-                ],
-                need_s=MIN_PEER_S,
-            )
+            run_peer(runner, args, name, "peer")
+            if args.peer_bytecode:
+                cached = {k: v for k, v in runner.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+                cached["PYTHONPYCACHEPREFIX"] = str(cache_home() / BYTECODE_FOLDER)
+                run_peer(runner, args, name, "peer-bytecode", env=cached)
     summary = summarise(runner, args, ours_steps, before_tree, before_wall, cold_wall)
     text = table(summary)
     (args.work / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
