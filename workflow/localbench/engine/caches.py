@@ -52,7 +52,10 @@ BYTECODE_FOLDER = "pycache"
 def has_own_bytecode(package: str = "torch") -> bool:
     """Whether ``package`` (found, not imported) has bytecode beside its sources, where
     Python looks when no ``PYTHONPYCACHEPREFIX`` is set; True where it cannot be found."""
-    spec = importlib.util.find_spec(package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):  # a broken install, or imported without a spec
+        return True
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return True
     folder = Path(spec.origin).parent / "__pycache__"
