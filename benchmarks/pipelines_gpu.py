@@ -573,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.before:
         args.before = args.before.resolve()
+        if not args.before.is_file():  # found now, not after minutes of building
+            parser.error(f"--before: no such file: {args.before}")
     args.work = args.work.resolve()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
