@@ -41,8 +41,9 @@ DEFAULT_QUESTIONS = ("What is shown in this picture?",)
 # Files per job where a pipeline sets no batch_size: a stage runs as one job up to this
 # many files (more are cut into stable batches of this size on average). A job has a
 # fixed cost: starting Python, importing torch and transformers, loading the model,
-# capturing the decoder, exiting (3-4 s on a 2-core CPU, 12-15 s on an H200 machine,
-# whose imports are slow), so fewer jobs cost less. An added file reruns its stage's job,
+# capturing the decoder, exiting (3-4 s on a 2-core CPU, 12-15 s on an H200 machine
+# whose torch has no bytecode, less with localbench.engine.caches' bytecode cache), so
+# fewer jobs cost less. An added file reruns its stage's job,
 # but the files finished before are reused, not run again (localbench.pipelines.reuse):
 # it costs one job's fixed cost and the new file's work.
 FILES_PER_JOB = 1024
