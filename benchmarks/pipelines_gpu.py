@@ -56,7 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from localbench.engine.caches import BYTECODE_FOLDER, cache_home  # noqa: E402 - as below
+from localbench.engine.caches import bytecode_folder, use_bytecode_cache  # noqa: E402 - as below
 from localbench.logs import process_started_unix  # noqa: E402 - needs the path above
 
 T0 = time.monotonic()
@@ -614,19 +614,20 @@ def main(argv: list[str] | None = None) -> int:
         for path in glob.glob(str(ROOT / "results" / "*" / "pipelines")):
             shutil.rmtree(path)
         for name in args.pipelines:
+            our_command = [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config]
             if before_tree:
                 before = runner.run(
                     f"before-{name}",
-                    [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
+                    our_command,
                     need_s=MIN_OURS_S,
                     cwd=before_tree,
                 )
                 before_wall[name] = before.get("seconds") if before["status"] == "done" else None
             if args.cold_bytecode:
-                shutil.rmtree(cache_home() / BYTECODE_FOLDER, ignore_errors=True)
+                shutil.rmtree(bytecode_folder(), ignore_errors=True)
                 cold = runner.run(
                     f"ours-cold-bytecode-{name}",
-                    [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
+                    our_command,
                     need_s=MIN_OURS_S,
                 )
                 cold_wall[name] = cold.get("seconds") if cold["status"] == "done" else None
@@ -636,14 +637,14 @@ def main(argv: list[str] | None = None) -> int:
             watcher.start()
             ours_steps[name] = runner.run(
                 f"ours-{name}",
-                [py, "-m", "snakemake", "--cores", "1", name, "--config", *args.config],
+                our_command,
                 need_s=MIN_OURS_S,
             )
             ours_steps[name]["stage_processes"] = watcher.stop()
             run_peer(runner, args, name, "peer")
             if args.peer_bytecode:
-                cached = {k: v for k, v in runner.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-                cached["PYTHONPYCACHEPREFIX"] = str(cache_home() / BYTECODE_FOLDER)
+                cached = dict(runner.env)
+                use_bytecode_cache("always", cached)  # as our jobs get it
                 run_peer(runner, args, name, "peer-bytecode", env=cached)
     summary = summarise(runner, args, ours_steps, before_tree, before_wall, cold_wall)
     text = table(summary)

@@ -81,7 +81,7 @@ if workflow.is_main_process:
         lbworker.start_while_planning(
             sys.argv[1:],
             {
-                name: f"{RESULTS}/pipelines/{name}"
+                name: lbplan.pipeline_root(RESULTS, name)
                 for name in config.get("pipelines") or {}
             },
             lbconfig.resolve_threads(config["threads"]),

@@ -49,6 +49,11 @@ BYTECODE_CACHE_MODES = ("auto", "always", "never")
 BYTECODE_FOLDER = "pycache"
 
 
+def bytecode_folder() -> Path:
+    """Where :func:`use_bytecode_cache` keeps the bytecode."""
+    return cache_home() / BYTECODE_FOLDER
+
+
 def has_own_bytecode(package: str = "torch") -> bool:
     """Whether ``package`` (found, not imported) has bytecode beside its sources, where
     Python looks when no ``PYTHONPYCACHEPREFIX`` is set; True where it cannot be found."""
@@ -81,6 +86,6 @@ def use_bytecode_cache(mode: str, environ: dict | None = None) -> str | None:
         return None
     if mode == "auto" and has_own_bytecode():
         return None
-    environ["PYTHONPYCACHEPREFIX"] = str(cache_home() / BYTECODE_FOLDER)
+    environ["PYTHONPYCACHEPREFIX"] = str(bytecode_folder())
     environ.pop("PYTHONDONTWRITEBYTECODE", None)
     return environ["PYTHONPYCACHEPREFIX"]

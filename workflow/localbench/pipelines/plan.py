@@ -478,6 +478,11 @@ class StageJob:
     reuse: str  # the stage's finished files, kept by content (localbench.pipelines.reuse)
 
 
+def pipeline_root(results_dir: str, name: str) -> str:
+    """Pipeline ``name``'s results folder: results/<profile>/pipelines/<name>."""
+    return f"{results_dir}/pipelines/{name}"
+
+
 @dataclass
 class PipelinePlan:
     """A pipeline as the workflow will run it."""
@@ -545,7 +550,7 @@ def plan_pipeline(
     from localbench.config import model_settings
 
     spec = config["pipelines"][name]
-    root = f"{results_dir}/pipelines/{name}"
+    root = pipeline_root(results_dir, name)
     stages = []
     for index, stage in enumerate(spec["stages"]):
         settings = stage_settings(config, name, index, model_settings(config, stage["model"]))
